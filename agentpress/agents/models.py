@@ -1,0 +1,72 @@
+from django.conf import settings
+from django.db import models
+
+
+class Agent(models.Model):
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True)
+    runtime = models.CharField(
+        max_length=32, default="scripted", choices=[("scripted", "Scripted"), ("openai", "OpenAI-compatible")]
+    )
+    runtime_config = models.JSONField(default=dict, blank=True)
+    scheduled_runs_enabled = models.BooleanField("Scheduled runs", default=False)
+    self_reschedule_enabled = models.BooleanField("Self-reschedule", default=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Thread(models.Model):
+    """A conversation."""
+
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="threads")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="threads")
+    title = models.CharField(max_length=300, blank=True)
+    context_type = models.CharField(max_length=64, blank=True)
+    context_key = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["organization", "agent", "context_type", "context_key", "-created_at"])
+        ]
+
+    def __str__(self):
+        return self.title or f"Thread {self.pk}"
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL = "tool"
+    EVENT = "event"
+
+
+INBOUND_ROLES = (MessageRole.USER, MessageRole.EVENT)
+
+
+class Message(models.Model):
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    run = models.ForeignKey(
+        "automation.AgentRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=MessageRole.choices)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    content = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["thread", "role", "created_at"])]
+
+    def __str__(self):
+        return f"{self.role}: {self.content[:40]}"

@@ -1,0 +1,68 @@
+"""The one interface through which an agent is invoked.
+
+A runtime gets the run's prompt, the thread's history and the tools it may call, and
+returns the messages to append and the tool calls it made. It must honour ``cancel``:
+when the event is set (the run was cancelled or its lease recovered) it stops by
+raising ``RunCancelled``.
+"""
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class RunCancelled(Exception):
+    """The invocation stopped because its run was cancelled or lost its lease."""
+
+
+class RuntimeFailure(Exception):
+    """The agent could not produce a result; the message becomes the run's ``last_error``."""
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    parameters: dict  # JSON schema of the arguments
+    call: Callable[[dict], dict]
+
+
+@dataclass
+class Invocation:
+    run_id: str
+    prompt: str
+    instructions: str
+    history: list[dict]  # [{"role": ..., "content": ...}] oldest first
+    tools: list[Tool]
+    config: dict
+    cancel: threading.Event
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, waking at once when the run is cancelled."""
+        if self.cancel.wait(seconds):
+            raise RunCancelled()
+
+    def check_cancelled(self) -> None:
+        if self.cancel.is_set():
+            raise RunCancelled()
+
+
+@dataclass
+class OutMessage:
+    role: str
+    content: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class InvocationResult:
+    messages: list[OutMessage]
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Runtime(Protocol):
+    def invoke(self, invocation: Invocation) -> InvocationResult: ...

@@ -1,0 +1,200 @@
+"""Django admin for superusers and org owners.
+
+Superusers see everything. A user who owns an organization may sign in and sees and
+edits only the rows of the orgs they own; nobody else gets the admin.
+"""
+
+from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
+from django.db.models import Model
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
+
+from .models import Membership, Organization
+from .permissions import owned_organizations
+
+
+def is_owner_anywhere(user) -> bool:
+    return user.is_active and (user.is_superuser or owned_organizations(user).exists())
+
+
+class OwnerAuthenticationForm(AdminAuthenticationForm):
+    def confirm_login_allowed(self, user):
+        if not is_owner_anywhere(user):
+            raise ValidationError(
+                "This account cannot use the admin: only organization owners and superusers can.",
+                code="invalid_login",
+            )
+
+
+class OwnerAdminSite(admin.AdminSite):
+    site_header = "AgentPress administration"
+    login_form = OwnerAuthenticationForm
+
+    def has_permission(self, request):
+        return is_owner_anywhere(request.user)
+
+
+owner_admin_site = OwnerAdminSite(name="admin")
+
+
+class OrgScopedAdmin(admin.ModelAdmin):
+    """Rows are scoped to the organizations the user owns, through ``org_field``."""
+
+    org_field = "organization"
+
+    def _owned(self, request):
+        return owned_organizations(request.user)
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.org_field}__in": self._owned(request)})
+
+    def _may(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return True
+        if not is_owner_anywhere(request.user):
+            return False
+        if obj is None:
+            return True
+        return self._owned(request).filter(pk=self.org_id_of(obj)).exists()
+
+    def org_id_of(self, obj) -> int:
+        return obj.organization_id
+
+    def has_module_permission(self, request):
+        return self._may(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._may(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._may(request, obj)
+
+    def has_add_permission(self, request):
+        return self._may(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._may(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if not request.user.is_superuser:
+            owned = self._owned(request)
+            related: type[Model] = db_field.related_model
+            if related is Organization:
+                kwargs["queryset"] = owned
+            elif related is User:
+                kwargs["queryset"] = User.objects.filter(memberships__organization__in=owned).distinct()
+            elif hasattr(related, "organization"):
+                kwargs["queryset"] = related._default_manager.filter(organization__in=owned)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Organization, site=owner_admin_site)
+class OrganizationAdmin(OrgScopedAdmin):
+    org_field = "pk"
+    list_display = ["name", "slug", "automations_enabled", "created_at"]
+    search_fields = ["name", "slug"]
+    inlines = [MembershipInline]
+
+    def org_id_of(self, obj):
+        return obj.pk
+
+    def get_queryset(self, request):
+        qs = Organization.objects.all()
+        return qs if request.user.is_superuser else qs.filter(pk__in=self._owned(request))
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+@admin.register(Membership, site=owner_admin_site)
+class MembershipAdmin(OrgScopedAdmin):
+    list_display = ["user", "organization", "role", "permissions"]
+    list_filter = ["role"]
+    search_fields = ["user__username", "organization__slug"]
+
+
+class SuperuserOnlyMixin:
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+class ScopedUserAdmin(UserAdmin):
+    """Owners may look users up (for memberships); only superusers edit them."""
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(memberships__organization__in=owned_organizations(request.user)).distinct()
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return is_owner_anywhere(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+class OwnTokenAdmin(TokenAdmin):
+    """A user creates, sees and revokes their own API tokens; superusers all of them."""
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(user=request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = User.objects.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_module_permission(self, request):
+        return is_owner_anywhere(request.user)
+
+    has_view_permission = has_change_permission = has_delete_permission = lambda self, request, obj=None: (
+        is_owner_anywhere(request.user)
+        and (obj is None or request.user.is_superuser or obj.user_id == request.user.pk)
+    )
+
+    def has_add_permission(self, request):
+        return is_owner_anywhere(request.user)
+
+
+owner_admin_site.register(User, ScopedUserAdmin)
+owner_admin_site.register(Group, type("ScopedGroupAdmin", (SuperuserOnlyMixin, GroupAdmin), {}))
+owner_admin_site.register(TokenProxy, OwnTokenAdmin)

@@ -1,0 +1,43 @@
+from django.conf import settings
+from django.db import models
+
+MANAGE_ACTIONS = "actions:manage"
+
+
+class Organization(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    automations_enabled = models.BooleanField(
+        "Agent Run Automations",
+        default=False,
+        help_text="Controls the monitor page, scheduled runs and self-scheduled follow-ups.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+class Membership(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    permissions = models.JSONField(default=list, blank=True, help_text='For example ["actions:manage"].')
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique_user")
+        ]
+
+    def __str__(self):
+        return f"{self.user} in {self.organization} ({self.role})"

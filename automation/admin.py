@@ -1,0 +1,69 @@
+from django.contrib import admin, messages
+
+from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
+from automation.models import AgentRun, RunEvent
+from automation.services import runs as run_services
+from automation.states import InvalidTransition
+
+RUN_TIMING_FIELDS = [
+    "created_at", "not_before", "scheduled_for", "dispatched_at", "started_at", "heartbeat_at",
+    "completed_at", "cancelled_at", "lease_owner", "lease_expires_at", "lease_token", "attempt",
+]  # fmt: skip
+
+
+class RunEventInline(admin.TabularInline):
+    model = RunEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "kind", "detail"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AgentRun, site=owner_admin_site)
+class AgentRunAdmin(OrgScopedAdmin):
+    list_display = ["id", "organization", "agent", "run_as", "source", "status", "created_at", "started_at"]
+    list_filter = ["status", "source"]
+    search_fields = ["id", "context_key", "last_error"]
+    list_select_related = ["organization", "agent", "run_as"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["status", *RUN_TIMING_FIELDS, "last_error"]
+    raw_id_fields = ["thread", "schedule", "action", "follow_up", "previous_run", "retry_of", "run_as"]
+    inlines = [RunEventInline]
+    actions = ["cancel_runs", "retry_runs"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False  # runs start through services (API, schedules, events), never a bare form
+
+    @admin.action(description="Cancel selected runs (pending or running)")
+    def cancel_runs(self, request, queryset):
+        self._apply(
+            request,
+            queryset,
+            lambda run: run_services.cancel_run(run_id=run.pk, actor=request.user, reason="admin action"),
+            "cancelled",
+        )
+
+    @admin.action(description="Retry selected runs (failed, interrupted or cancelled)")
+    def retry_runs(self, request, queryset):
+        self._apply(
+            request,
+            queryset,
+            lambda run: run_services.retry_run(run_id=run.pk, actor=request.user),
+            "retried",
+        )
+
+    def _apply(self, request, queryset, change, verb):
+        changed, refused = 0, []
+        for run in queryset:
+            try:
+                change(run)
+                changed += 1
+            except (InvalidTransition, run_services.ContextBusy) as exc:
+                refused.append(f"{run.pk}: {exc}")
+        self.message_user(request, f"{changed} run(s) {verb}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)

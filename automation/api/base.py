@@ -1,0 +1,79 @@
+"""What every org-scoped API view shares: the caller's access, pagination, and input checks."""
+
+import uuid
+from base64 import b64decode
+
+from django.conf import settings
+from django.http import Http404
+from rest_framework import exceptions, generics
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import IsAuthenticated
+
+from agentpress.orgs.permissions import Access, get_access_or_404
+
+
+class OrgScopedView(generics.GenericAPIView):
+    """Resolves ``org_slug``: 404 for non-members (the org stays hidden), 403 without
+    ``actions:manage``. ``self.access`` is then the caller's scope for selectors."""
+
+    permission_classes = [IsAuthenticated]
+    access: Access
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        try:
+            self.access = get_access_or_404(request.user, kwargs["org_slug"])
+        except Http404 as exc:
+            raise exceptions.NotFound("No such organization.") from exc
+        if not self.access.can_manage_actions:
+            raise exceptions.PermissionDenied("You need the actions:manage permission in this organization.")
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        context["access"] = getattr(self, "access", None)
+        return context
+
+
+def parse_uuid(value: str, what: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise exceptions.ValidationError({"detail": f"{value!r} is not a valid {what}."}) from exc
+
+
+class LimitCursorPagination(CursorPagination):
+    """Cursor pagination (deep pages cost what the first does) sized by ``limit``.
+
+    Out-of-range limits and bad cursors are errors (400), not silently clamped.
+    """
+
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = settings.AUTOMATION_API_MAX_LIMIT
+
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {"limit": [f"Must be a whole number from 1 to {self.max_page_size}."]}
+            )
+        return size
+
+    def decode_cursor(self, request):
+        raw = request.query_params.get(self.cursor_query_param)
+        if raw is not None:
+            try:
+                b64decode(raw.encode("ascii"), validate=False)
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound as exc:
+            raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc

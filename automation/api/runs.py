@@ -1,0 +1,204 @@
+"""``/api/orgs/<orgSlug>/agent-runs``: list with summary, detail, manual runs, cancel, retry."""
+
+import django_filters
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+
+from agentpress.agents.models import Agent, Thread
+from agentpress.orgs.models import Membership
+from automation import selectors
+from automation.api.base import LimitCursorPagination, OrgScopedView, parse_uuid
+from automation.models import AgentRun, RunEvent
+from automation.services import runs as run_services
+from automation.states import RunSource, RunStatus
+
+
+class RunEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunEvent
+        fields = ["at", "kind", "detail"]
+
+
+class AgentRunSerializer(serializers.ModelSerializer):
+    agent_id = serializers.IntegerField(read_only=True)
+    agent_name = serializers.CharField(source="agent.name", read_only=True)
+    run_as_id = serializers.IntegerField(read_only=True)
+    run_as_username = serializers.CharField(source="run_as.username", read_only=True)
+    thread_id = serializers.IntegerField(read_only=True, allow_null=True)
+    schedule_id = serializers.IntegerField(read_only=True, allow_null=True)
+    action_id = serializers.UUIDField(read_only=True, allow_null=True)
+    follow_up_id = serializers.IntegerField(read_only=True, allow_null=True)
+    previous_run_id = serializers.UUIDField(read_only=True, allow_null=True)
+    retry_of_id = serializers.UUIDField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AgentRun
+        fields = [
+            "id", "agent_id", "agent_name", "run_as_id", "run_as_username", "source", "status",
+            "thread_id", "schedule_id", "action_id", "follow_up_id", "previous_run_id", "retry_of_id",
+            "context_type", "context_key", "provider", "provider_context", "input_snapshot", "metadata",
+            "created_at", "not_before", "scheduled_for", "dispatched_at", "started_at", "heartbeat_at",
+            "completed_at", "cancelled_at", "lease_owner", "lease_expires_at", "attempt", "last_error",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class AgentRunDetailSerializer(AgentRunSerializer):
+    events = RunEventSerializer(many=True, read_only=True)
+    provider_event_ids = serializers.SerializerMethodField()
+
+    class Meta(AgentRunSerializer.Meta):
+        fields = [*AgentRunSerializer.Meta.fields, "events", "provider_event_ids"]
+        read_only_fields = fields
+
+    def get_provider_event_ids(self, run) -> list[int]:
+        return list(run.provider_events.values_list("pk", flat=True))
+
+
+class ManualRunSerializer(serializers.Serializer):
+    agent_id = serializers.IntegerField()
+    prompt = serializers.CharField(max_length=20000)
+    run_as_id = serializers.IntegerField(required=False)
+    thread_id = serializers.IntegerField(required=False)
+    context_type = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
+    context_key = serializers.CharField(required=False, allow_blank=True, max_length=255, default="")
+
+    def validate(self, data):
+        access = self.context["access"]
+        org = access.organization
+        agent = Agent.objects.filter(organization=org, pk=data["agent_id"]).first()
+        if agent is None:
+            raise serializers.ValidationError({"agent_id": ["No such agent in this organization."]})
+        data["agent"] = agent
+        run_as_id = data.get("run_as_id", access.user.pk)
+        if run_as_id != access.user.pk and not access.org_wide:
+            raise exceptions.PermissionDenied("Members may only start runs that run as themselves.")
+        if not Membership.objects.filter(organization=org, user_id=run_as_id).exists():
+            raise serializers.ValidationError({"run_as_id": ["Not a member of this organization."]})
+        data["run_as"] = get_user_model().objects.get(pk=run_as_id)
+        if "thread_id" in data:
+            thread = Thread.objects.filter(organization=org, agent=agent, pk=data["thread_id"]).first()
+            if thread is None:
+                raise serializers.ValidationError({"thread_id": ["No such thread of this agent."]})
+            data["thread"] = thread
+        if data["context_key"] and not data["context_type"]:
+            raise serializers.ValidationError({"context_type": ["Required when contextKey is given."]})
+        return data
+
+
+class RunFilter(django_filters.FilterSet):
+    agentId = django_filters.NumberFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
+    source = django_filters.ChoiceFilter(choices=RunSource.choices)
+    status = django_filters.ChoiceFilter(choices=RunStatus.choices)
+
+    class Meta:
+        model = AgentRun
+        fields = []
+
+    def filter_agent(self, queryset, name, value):
+        if not Agent.objects.filter(
+            pk=value, organization_id=self.request.parser_context["view"].access.organization.pk
+        ).exists():
+            raise exceptions.ValidationError({"agentId": ["No such agent in this organization."]})
+        return queryset.filter(agent_id=value)
+
+
+SUMMARY_SCHEMA = inline_serializer(
+    "RunsSummary",
+    {key: serializers.IntegerField() for key in [*RunStatus.values, "scheduled", "active_follow_ups"]},
+)
+
+
+class AgentRunListView(OrgScopedView):
+    serializer_class = AgentRunSerializer
+    pagination_class = LimitCursorPagination
+    filterset_class = RunFilter
+
+    def get_queryset(self):
+        return selectors.runs_list(self.access)
+
+    @extend_schema(
+        summary="Run attempts and summary counts",
+        responses=inline_serializer(
+            "AgentRunPage",
+            {
+                "results": AgentRunSerializer(many=True),
+                "summary": SUMMARY_SCHEMA,
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+            },
+        ),
+    )
+    def get(self, request, org_slug):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return Response(
+            {
+                "results": self.get_serializer(page, many=True).data,
+                "summary": selectors.runs_summary(self.access),
+                "next": self.paginator.get_next_link(),
+                "previous": self.paginator.get_previous_link(),
+            }
+        )
+
+    @extend_schema(
+        summary="Start a manual run", request=ManualRunSerializer, responses={201: AgentRunDetailSerializer}
+    )
+    def post(self, request, org_slug):
+        data = ManualRunSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        run = run_services.run_create(
+            agent=v["agent"],
+            run_as=v["run_as"],
+            source=RunSource.MANUAL,
+            prompt=v["prompt"],
+            thread=v.get("thread"),
+            context_type=v["context_type"],
+            context_key=v["context_key"],
+            actor=request.user,
+        )
+        return Response(AgentRunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class AgentRunDetailView(OrgScopedView):
+    serializer_class = AgentRunDetailSerializer
+
+    def get_object(self):
+        run_id = parse_uuid(self.kwargs["run_id"], "run id")
+        run = selectors.runs_list(self.access).prefetch_related("events").filter(pk=run_id).first()
+        if run is None:
+            raise exceptions.NotFound("No such run.")
+        return run
+
+    @extend_schema(summary="A run with its timeline")
+    def get(self, request, org_slug, run_id):
+        return Response(self.get_serializer(self.get_object()).data)
+
+
+class AgentRunCancelView(AgentRunDetailView):
+    @extend_schema(
+        summary="Cancel a pending or running run",
+        request=None,
+        responses={200: AgentRunDetailSerializer, 409: OpenApiResponse(description="The run already ended.")},
+    )
+    def post(self, request, org_slug, run_id):
+        run = self.get_object()
+        run_services.cancel_run(run_id=run.pk, actor=request.user, reason="cancelled through the API")
+        return Response(self.get_serializer(self.get_object()).data)
+
+
+class AgentRunRetryView(AgentRunDetailView):
+    @extend_schema(
+        summary="Retry a failed, interrupted or cancelled run",
+        request=None,
+        responses={
+            201: AgentRunDetailSerializer,
+            409: OpenApiResponse(description="The run cannot be retried now."),
+        },
+    )
+    def post(self, request, org_slug, run_id):
+        run = self.get_object()
+        retry = run_services.retry_run(run_id=run.pk, actor=request.user)
+        return Response(self.get_serializer(retry).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from automation.api import runs
+
+org = "orgs/<slug:org_slug>/"
+
+urlpatterns = [
+    path(f"{org}agent-runs", runs.AgentRunListView.as_view(), name="api-runs"),
+    path(f"{org}agent-runs/<str:run_id>", runs.AgentRunDetailView.as_view(), name="api-run-detail"),
+    path(f"{org}agent-runs/<str:run_id>/cancel", runs.AgentRunCancelView.as_view(), name="api-run-cancel"),
+    path(f"{org}agent-runs/<str:run_id>/retry", runs.AgentRunRetryView.as_view(), name="api-run-retry"),
+]

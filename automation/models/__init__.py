@@ -1,0 +1,6 @@
+from .follow_ups import FollowUp
+from .provider_events import Action, ProviderEvent
+from .runs import AgentRun, RunEvent
+from .schedules import Schedule
+
+__all__ = ["Action", "AgentRun", "FollowUp", "ProviderEvent", "RunEvent", "Schedule"]

@@ -1,0 +1,122 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from automation.states import RUN_ACTIVE, RunSource, RunStatus
+
+
+class AgentRun(models.Model):
+    """One automation attempt (DESIGN §4)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="runs")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="runs")
+    run_as = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_runs")
+    source = models.CharField(max_length=16, choices=RunSource.choices)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+
+    thread = models.ForeignKey(
+        "agents.Thread", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    schedule = models.ForeignKey(
+        "automation.Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    action = models.ForeignKey(
+        "automation.Action", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    follow_up = models.OneToOneField(
+        "automation.FollowUp", null=True, blank=True, on_delete=models.SET_NULL, related_name="fulfilling_run"
+    )
+    previous_run = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_runs"
+    )
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+
+    context_type = models.CharField(max_length=64, blank=True)
+    context_key = models.CharField(max_length=255, blank=True)
+    provider = models.CharField(max_length=32, blank=True)
+    provider_context = models.JSONField(default=dict, blank=True)
+    input_snapshot = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    lease_owner = models.CharField(max_length=255, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "agent_runs"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"], name="agent_runs_one_per_schedule_slot"
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "agent", "context_type", "context_key"],
+                condition=Q(status__in=RUN_ACTIVE) & ~Q(context_key=""),
+                name="agent_runs_one_active_per_context",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="agent_runs_org_created"),
+            models.Index(fields=["organization", "status", "-created_at"], name="agent_runs_org_status"),
+            models.Index(fields=["organization", "run_as", "-created_at"], name="agent_runs_org_run_as"),
+            models.Index(fields=["agent", "-created_at"], name="agent_runs_agent"),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status=RunStatus.RUNNING),
+                name="agent_runs_running_lease",
+            ),
+            models.Index(
+                fields=["not_before", "dispatched_at"],
+                condition=Q(status=RunStatus.PENDING),
+                name="agent_runs_pending_due",
+            ),
+            models.Index(
+                fields=["organization", "agent", "context_type", "context_key", "-created_at"],
+                name="agent_runs_context",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_source_display()} run {self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in RUN_ACTIVE
+
+    @property
+    def prompt(self) -> str:
+        return self.input_snapshot.get("prompt", "")
+
+
+class RunEvent(models.Model):
+    """One entry of a run's timeline."""
+
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=48)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "agent_run_events"
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["run", "at"])]
+
+    def __str__(self):
+        return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,63 @@
+"""Read-side queries for the monitor and the API, with the permission scope applied once.
+
+Owners and admins see the org; members with ``actions:manage`` see only rows whose
+``run_as`` is themselves (DESIGN §8).
+"""
+
+from django.db.models import Count, Q, QuerySet
+
+from agentpress.orgs.permissions import Access
+from automation.models import Action, AgentRun, FollowUp, ProviderEvent, Schedule
+from automation.states import FOLLOW_UP_ACTIVE, RunStatus
+
+
+def _scoped(qs: QuerySet, access: Access, run_as_field: str = "run_as") -> QuerySet:
+    qs = qs.filter(organization=access.organization)
+    if not access.org_wide:
+        qs = qs.filter(**{run_as_field: access.user})
+    return qs
+
+
+def runs_for(access: Access) -> QuerySet[AgentRun]:
+    return _scoped(AgentRun.objects.all(), access)
+
+
+def runs_list(access: Access) -> QuerySet[AgentRun]:
+    return runs_for(access).select_related("agent", "run_as", "thread", "schedule", "action", "follow_up")
+
+
+def schedules_for(access: Access) -> QuerySet[Schedule]:
+    return _scoped(Schedule.objects.all(), access)
+
+
+def follow_ups_for(access: Access) -> QuerySet[FollowUp]:
+    return _scoped(FollowUp.objects.all(), access)
+
+
+def actions_for(access: Access) -> QuerySet[Action]:
+    return _scoped(Action.objects.all(), access)
+
+
+def provider_events_for(access: Access) -> QuerySet[ProviderEvent]:
+    return _scoped(ProviderEvent.objects.all(), access, run_as_field="action__run_as")
+
+
+def runs_summary(access: Access) -> dict[str, int]:
+    """Counts per status in the caller's scope, plus scheduled and active follow-ups.
+
+    ``Count("*")`` keeps this an index-only scan on (organization, status, …).
+    """
+    counts = dict.fromkeys(RunStatus.values, 0)
+    for row in runs_for(access).order_by().values("status").annotate(n=Count("*")):
+        counts[row["status"]] = row["n"]
+    counts["scheduled"] = schedules_for(access).filter(enabled=True, next_run_at__isnull=False).count()
+    counts["active_follow_ups"] = follow_ups_for(access).filter(status__in=FOLLOW_UP_ACTIVE).count()
+    return counts
+
+
+def agents_for(access: Access):
+    return access.organization.agents.all()
+
+
+def scope_filter_for_run_as(access: Access) -> Q:
+    return Q() if access.org_wide else Q(run_as=access.user)

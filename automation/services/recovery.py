@@ -1,0 +1,70 @@
+"""Sweeps that repair what a crash, a lost message or a dead worker left behind.
+
+Each repair is a guarded transition through ``runs`` and is recorded on the run.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from automation.models import AgentRun
+from automation.services import follow_ups, provider_events
+from automation.services.runs import dispatch_run, interrupt_run
+from automation.states import RunStatus
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def recover_stale_leases() -> int:
+    """Every running run whose lease expired becomes ``interrupted``, naming the worker."""
+    now = timezone.now()
+    stale = AgentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values(
+        "pk", "lease_token", "lease_owner", "heartbeat_at", "lease_expires_at"
+    )[:BATCH]
+    recovered = 0
+    for row in stale:
+        beat = row["heartbeat_at"]
+        error = (
+            f"Lease expired at {row['lease_expires_at']:%Y-%m-%d %H:%M:%S} UTC: worker {row['lease_owner']} "
+            f"stopped heartbeating (last heartbeat {beat:%Y-%m-%d %H:%M:%S} UTC, "
+            f"{(now - beat).total_seconds():.0f}s before recovery). The worker crashed, was killed "
+            "or lost its database connection; the run did not finish."
+        )
+        if interrupt_run(run_id=row["pk"], error=error, lease_token=row["lease_token"], kind="lease_expired"):
+            recovered += 1
+            logger.warning("Recovered run %s from %s", row["pk"], row["lease_owner"])
+    return recovered
+
+
+def redispatch_pending_runs() -> int:
+    """Send due pending runs that were never sent, or whose message seems lost."""
+    now = timezone.now()
+    resend_before = now - timedelta(seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS)
+    due = (
+        AgentRun.objects.filter(status=RunStatus.PENDING)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=resend_before))
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    sent = 0
+    for run_id in list(due):
+        if not dispatch_run(run_id=run_id):
+            break  # the broker is down: the next sweep tries again
+        sent += 1
+    return sent
+
+
+def sweep() -> dict:
+    """One pass of every repair; each part is independent of the others."""
+    return {
+        "interrupted": recover_stale_leases(),
+        "follow_ups_repaired": follow_ups.repair_bookkeeping(),
+        "contexts_drained": provider_events.drain_missed_contexts(),
+        "redispatched": redispatch_pending_runs(),
+    }

@@ -1,0 +1,95 @@
+"""The run engine with real ``celery worker`` processes on PostgreSQL and Redis."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agentpress.agents.models import Message
+from automation.models import AgentRun
+from automation.services import recovery, runs
+from automation.states import RunSource, RunStatus
+from automation.tasks import execute_run
+from tests.support.services import child_env, wait_until
+
+pytestmark = pytest.mark.celery_worker
+
+
+def status_of(run):
+    return AgentRun.objects.values_list("status", flat=True).get(pk=run.pk)
+
+
+def start(roster, prompt, **kw):
+    return runs.run_create(
+        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt=prompt, **kw
+    )
+
+
+def test_worker_executes_a_scripted_run_end_to_end(roster, worker_pool):
+    worker_pool()
+    run = start(roster, "!reply Hello from the worker")
+    wait_until(lambda: status_of(run) == RunStatus.COMPLETED, message="run completed")
+    run.refresh_from_db()
+    assert run.started_at and run.completed_at and run.attempt == 1 and run.lease_owner.startswith("w1@")
+    assert (
+        Message.objects.filter(thread=run.thread, role="assistant", content="Hello from the worker").count()
+        == 1
+    )
+    assert list(run.events.values_list("kind", flat=True)) == ["created", "claimed", "completed"]
+
+
+def test_a_message_delivered_twice_executes_the_agent_once(roster, worker_pool):
+    worker_pool(concurrency=2)
+    run = start(roster, "!sleep 1\n!reply once")
+    execute_run.apply_async(args=[str(run.pk)])  # the duplicate delivery
+    wait_until(lambda: status_of(run) == RunStatus.COMPLETED, message="run completed")
+    time.sleep(1.5)  # give the duplicate time to be consumed
+    assert Message.objects.filter(thread=run.thread, content="once").count() == 1
+    assert run.events.filter(kind="claimed").count() == 1
+
+
+def test_cancelling_a_running_run_stops_the_agent_within_a_heartbeat(roster, worker_pool):
+    worker_pool(AUTOMATION_LEASE_TTL_SECONDS=2)
+    run = start(roster, "!sleep 60\n!reply never")
+    wait_until(lambda: status_of(run) == RunStatus.RUNNING, message="run running")
+    runs.cancel_run(run_id=run.pk, reason="test")
+    cancelled_at = time.monotonic()
+    wait_until(lambda: run.events.filter(kind="agent_stopped").exists(), timeout=10, message="agent stopped")
+    assert time.monotonic() - cancelled_at < 2 / 4 + 1.5
+    assert status_of(run) == RunStatus.CANCELLED
+    assert not Message.objects.filter(thread=run.thread, content="never").exists()
+
+
+def test_kill_9_mid_run_is_recovered_as_interrupted(roster, worker_pool):
+    worker = worker_pool(AUTOMATION_LEASE_TTL_SECONDS=3)
+    run = start(roster, "!sleep 60\n!reply never")
+    wait_until(lambda: status_of(run) == RunStatus.RUNNING, message="run running")
+    owner = AgentRun.objects.get(pk=run.pk).lease_owner
+    worker.kill9()
+    killed_at = time.monotonic()
+    # the sweep, as beat would run it every second in this test
+    wait_until(lambda: recovery.recover_stale_leases() or status_of(run) == RunStatus.INTERRUPTED, timeout=10)
+    assert time.monotonic() - killed_at <= 3 + 1 + 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.INTERRUPTED
+    assert owner in run.last_error
+    assert list(run.events.values_list("kind", flat=True))[-1] == "lease_expired"
+
+
+def test_a_run_created_while_the_broker_is_down_runs_after_the_resend_sweep(roster, worker_pool):
+    unreachable = child_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0")  # nothing listens there
+    begin = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "manage.py", "start_run", "--org", "acme", "--agent", str(roster.agent.pk), "--as", "owner",
+         "--prompt", "!reply after the outage"],
+        env=unreachable, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert time.monotonic() - begin < 20
+    run = AgentRun.objects.get(pk=out.stdout.strip())
+    assert run.status == RunStatus.PENDING and run.dispatched_at is None
+    assert run.events.filter(kind="dispatch_failed").exists()
+    worker_pool()
+    assert recovery.redispatch_pending_runs() == 1
+    wait_until(lambda: status_of(run) == RunStatus.COMPLETED, message="run completed after resend")
+    assert Message.objects.filter(thread=run.thread, content="after the outage").count() == 1
