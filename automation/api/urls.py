@@ -1,6 +1,6 @@
 from django.urls import path
 
-from automation.api import runs
+from automation.api import follow_ups, provider_events, runs, schedules
 
 org = "orgs/<slug:org_slug>/"
 
@@ -9,4 +9,7 @@ urlpatterns = [
     path(f"{org}agent-runs/<str:run_id>", runs.AgentRunDetailView.as_view(), name="api-run-detail"),
     path(f"{org}agent-runs/<str:run_id>/cancel", runs.AgentRunCancelView.as_view(), name="api-run-cancel"),
     path(f"{org}agent-runs/<str:run_id>/retry", runs.AgentRunRetryView.as_view(), name="api-run-retry"),
+    *schedules.urlpatterns,
+    *follow_ups.urlpatterns,
+    *provider_events.urlpatterns,
 ]

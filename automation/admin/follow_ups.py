@@ -1,0 +1,1 @@
+"""Admin for follow-ups (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Admin for provider-events (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""Admin for schedules (filled in by its issue)."""

@@ -1,0 +1,3 @@
+"""API for follow-ups (filled in by its issue)."""
+
+urlpatterns: list = []

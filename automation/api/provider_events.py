@@ -1,0 +1,3 @@
+"""API for provider-events (filled in by its issue)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""API for schedules (filled in by its issue)."""
+
+urlpatterns: list = []
