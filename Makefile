@@ -25,7 +25,7 @@ run: $(STAMP)
 	@echo ""
 	@echo "  AgentPress is starting at http://127.0.0.1:$${PORT:-8000}/  (Ctrl-C stops web, worker and beat)"
 	@echo ""
-	PORT=$${PORT:-8000} $(BIN)/honcho start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --port $${PORT:-8000}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -120,6 +120,7 @@ class AgentRunListView(OrgScopedView):
         return selectors.runs_list(self.access)
 
     @extend_schema(
+        operation_id="agent_runs_list",
         summary="Run attempts and summary counts",
         responses=inline_serializer(
             "AgentRunPage",
@@ -162,7 +163,7 @@ class AgentRunListView(OrgScopedView):
         return Response(AgentRunDetailSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
-class AgentRunDetailView(OrgScopedView):
+class RunObjectView(OrgScopedView):
     serializer_class = AgentRunDetailSerializer
 
     def get_object(self):
@@ -172,12 +173,14 @@ class AgentRunDetailView(OrgScopedView):
             raise exceptions.NotFound("No such run.")
         return run
 
-    @extend_schema(summary="A run with its timeline")
+
+class AgentRunDetailView(RunObjectView):
+    @extend_schema(operation_id="agent_runs_retrieve", summary="A run with its timeline")
     def get(self, request, org_slug, run_id):
         return Response(self.get_serializer(self.get_object()).data)
 
 
-class AgentRunCancelView(AgentRunDetailView):
+class AgentRunCancelView(RunObjectView):
     @extend_schema(
         summary="Cancel a pending or running run",
         request=None,
@@ -189,7 +192,7 @@ class AgentRunCancelView(AgentRunDetailView):
         return Response(self.get_serializer(self.get_object()).data)
 
 
-class AgentRunRetryView(AgentRunDetailView):
+class AgentRunRetryView(RunObjectView):
     @extend_schema(
         summary="Retry a failed, interrupted or cancelled run",
         request=None,

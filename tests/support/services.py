@@ -4,6 +4,7 @@ Under ``CI=true`` a missing service fails the test loudly; elsewhere it is skipp
 the reason printed in the summary (``-ra``).
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -107,10 +108,8 @@ class Process:
 
     def kill9(self) -> None:
         """Kill the whole process group at once, as a crash or the OOM killer would."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.popen.wait(timeout=10)
 
     def terminate(self, timeout: float = 30) -> None:
