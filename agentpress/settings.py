@@ -173,9 +173,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         data_folder_in=str(_broker_dir / "out"),
         data_folder_out=str(_broker_dir / "out"),
         processed_folder=str(_broker_dir / "processed"),
+        control_folder=str(_broker_dir / "control"),
         store_processed=False,
     )
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
 # Ack after the task ran, and requeue if the worker process died, so a crash never
 # silently drops a message (the claim makes the second delivery harmless).
