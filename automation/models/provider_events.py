@@ -1,3 +1,4 @@
+import base64
 import secrets
 import uuid
 
@@ -8,7 +9,8 @@ from automation.states import ProviderEventStatus
 
 
 def new_signing_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
+    # Standard Webhooks secrets are standard base64 (other implementations decode them so)
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 class Action(models.Model):

@@ -1,1 +1,7 @@
-urlpatterns = []
+from django.urls import path
+
+from automation.providers import views
+
+urlpatterns = [
+    path("actions/<uuid:action_id>/", views.action_hook, name="action-hook"),
+]

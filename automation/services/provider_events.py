@@ -1,9 +1,359 @@
-"""Provider events (DESIGN §7). Implemented in issue 6."""
+"""Provider events (DESIGN §7): store each delivery once, start at most one run per context,
+defer what arrives while the context is busy, and start the deferred events together later.
+
+Invariants and what guards them:
+- one row per (action, event id): the unique constraint ``provider_events_unique_delivery``;
+  a repeat only counts the delivery.
+- one active run per context: the partial unique index ``agent_runs_one_active_per_context``;
+  ``runs.run_create`` raises ``ContextBusy`` when it refuses the row, and the event is then
+  deferred behind the winner.
+- nothing deferred is stranded: deferring behind a run and draining that run take the same
+  transaction-scoped lock on the context, so an event is either seen by the drain of the run
+  it waits for or finds that run already ended and goes round again. The recovery sweep
+  (``drain_missed_contexts``) repairs whatever a crash left in between.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agentpress.agents.models import Message, MessageRole, Thread
+from automation.models import Action, AgentRun, ProviderEvent
+from automation.services import runs
+from automation.states import RUN_ACTIVE, RUN_TERMINAL, ProviderEventStatus, RunSource, RunStatus
+
+DUPLICATE = ProviderEventStatus.DUPLICATE
+ROUTE_ATTEMPTS = 3
+SWEEP_BATCH = 200
 
 
-def drain_deferred_events(*, run) -> None:
-    return None
+@dataclass(frozen=True)
+class InboundEvent:
+    """A provider delivery after its adapter verified and normalized it."""
+
+    event_id: str
+    context_type: str
+    context_key: str
+    payload: Any
+    content: str
+    provider_context: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What happened to a delivery: ``outcome`` is the event's status, or ``duplicate``
+    for a repeated delivery of an event already stored (whose row is ``event``)."""
+
+    event: ProviderEvent
+    outcome: str
+
+    @property
+    def run_id(self):
+        return self.event.run_id or self.event.deferred_behind_id
+
+
+def ingest_event(*, action: Action, event: InboundEvent, ignore_reason: str = "") -> Ingested:
+    """Store one delivery and act on it, in one transaction.
+
+    A repeated ``event_id`` only increments ``delivery_count``. A gated delivery (org
+    automations off, action or agent disabled, or ``ignore_reason`` given by the adapter)
+    is stored ``ignored`` with its reason. Otherwise the event starts a run on its context,
+    joins a debounced run that is not yet due (``coalesced``), or waits behind the active
+    run (``deferred``). The inbound content is written to the thread as an ``event``
+    message; the run is sent to a worker when the transaction commits.
+    """
+    action = Action.objects.select_related("organization", "agent", "run_as").get(pk=action.pk)
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                row = ProviderEvent.objects.create(
+                    organization_id=action.organization_id,
+                    action=action,
+                    agent_id=action.agent_id,
+                    event_id=event.event_id[:255],
+                    context_type=event.context_type,
+                    context_key=event.context_key,
+                    payload=event.payload,
+                    status=ProviderEventStatus.IGNORED,
+                )
+        except IntegrityError as exc:
+            if not _is_repeat(exc):
+                raise
+            ProviderEvent.objects.filter(action=action, event_id=event.event_id[:255]).update(
+                delivery_count=F("delivery_count") + 1
+            )
+            return Ingested(
+                ProviderEvent.objects.get(action=action, event_id=event.event_id[:255]), DUPLICATE
+            )
+        reason = ignore_reason or _gate(action)
+        if reason:
+            _settle(row, ProviderEventStatus.IGNORED, reason=reason)
+        else:
+            _route(row, action, event)
+        row.refresh_from_db()
+    return Ingested(row, row.status)
+
+
+def _is_repeat(exc: IntegrityError) -> bool:
+    """The unique (action, event id) constraint refused the row: this event is stored already."""
+    text = str(exc)
+    return "provider_events_unique_delivery" in text or (
+        "UNIQUE constraint failed" in text and "provider_events.event_id" in text
+    )
+
+
+def _gate(action: Action) -> str:
+    if not action.organization.automations_enabled:
+        return "The organization's automations are turned off."
+    if not action.enabled:
+        return "The action is disabled."
+    if not action.agent.enabled:
+        return "The agent is disabled."
+    return ""
+
+
+def _route(row: ProviderEvent, action: Action, event: InboundEvent) -> None:
+    """Start, join or defer. Each pass re-reads the context, so a run that ends between the
+    look and the deferral sends the event round again instead of leaving it behind."""
+    for _ in range(ROUTE_ATTEMPTS):
+        active = runs.find_active_run(
+            agent_id=action.agent_id, context_type=row.context_type, context_key=row.context_key
+        )
+        if active is None:
+            try:
+                run = _start_single(row, action, event)
+            except runs.ContextBusy as busy:  # another delivery won the partial unique index
+                active = busy.active_run
+                if active is None:
+                    continue
+            else:
+                _settle(row, ProviderEventStatus.STARTED, run=run)
+                return
+        if _join_debounced(row, action, event, active) or _defer_behind(row, action, event, active):
+            return
+    # The context kept changing under us: park the event; the sweep starts it.
+    _write_message(row, event, _thread_for(action, row.context_type, row.context_key))
+    _settle(row, ProviderEventStatus.DEFERRED, reason="The context was busy; queued for the recovery sweep.")
+
+
+def _start_single(row: ProviderEvent, action: Action, event: InboundEvent) -> AgentRun:
+    """A run for one event, in a savepoint: on ``ContextBusy`` the new thread and message go too."""
+    now = timezone.now()
+    debounce = action.debounce_seconds or 0
+    with transaction.atomic():
+        thread = _thread_for(action, row.context_type, row.context_key)
+        _write_message(row, event, thread)
+        return runs.run_create(
+            agent=action.agent,
+            run_as=action.run_as,
+            source=RunSource.PROVIDER_EVENT,
+            prompt=_prompt(action, 1),
+            thread=thread,
+            context_type=row.context_type,
+            context_key=row.context_key,
+            not_before=now + timedelta(seconds=debounce) if debounce else None,
+            input_extra={"event": row.payload, "events": [row.payload], "event_ids": [row.event_id]},
+            action=action,
+            provider=action.provider,
+            provider_context=event.provider_context,
+        )
+
+
+def _join_debounced(row: ProviderEvent, action: Action, event: InboundEvent, active: AgentRun) -> bool:
+    """Fold the event into this action's debounced run while it is not yet due, pushing its
+    start back by the debounce, but never past ``AUTOMATION_DEBOUNCE_MAX_DELAY_SECONDS``
+    after it was created, so a steady stream cannot postpone it forever."""
+    if not action.debounce_seconds or active.action_id != action.pk:
+        return False
+    now = timezone.now()
+    run = (
+        AgentRun.objects.select_for_update(no_key=True, of=("self",))
+        .filter(pk=active.pk, status=RunStatus.PENDING, not_before__gt=now)
+        .first()
+    )
+    if run is None:
+        return False
+    deadline = run.created_at + timedelta(seconds=settings.AUTOMATION_DEBOUNCE_MAX_DELAY_SECONDS)
+    not_before = max(run.not_before, min(now + timedelta(seconds=action.debounce_seconds), deadline))
+    snapshot = dict(run.input_snapshot)
+    snapshot["events"] = [*snapshot.get("events", []), row.payload]
+    snapshot["event_ids"] = [*snapshot.get("event_ids", []), row.event_id]
+    snapshot["prompt"] = _prompt(action, len(snapshot["event_ids"]))
+    AgentRun.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
+        input_snapshot=snapshot, not_before=not_before
+    )
+    _write_message(row, event, run.thread or _thread_for(action, row.context_type, row.context_key))
+    _settle(row, ProviderEventStatus.COALESCED, run=run)
+    runs.record_event(run.pk, "event_coalesced", event_id=row.event_id, not_before=not_before.isoformat())
+    return True
+
+
+def _defer_behind(row: ProviderEvent, action: Action, event: InboundEvent, active: AgentRun) -> bool:
+    """Wait behind ``active`` if it is still active once the context lock is held."""
+    _lock_context(active.agent_id, active.context_type, active.context_key)
+    if not AgentRun.objects.filter(pk=active.pk, status__in=RUN_ACTIVE).exists():
+        return False
+    thread = active.thread or _thread_for(action, row.context_type, row.context_key)
+    _write_message(row, event, thread)
+    _settle(row, ProviderEventStatus.DEFERRED, deferred_behind=active)
+    runs.record_event(active.pk, "event_deferred", event_id=row.event_id, provider_event_id=row.pk)
+    return True
+
+
+def drain_deferred_events(*, run: AgentRun) -> AgentRun | None:
+    """Start ONE run for every event deferred behind ``run``, which just reached a terminal
+    status (called inside that transaction). The events become ``coalesced`` into the new run,
+    which continues the same thread and is sent to a worker on commit."""
+    if not run.context_key:
+        return None
+    _lock_context(run.agent_id, run.context_type, run.context_key)
+    events = list(
+        ProviderEvent.objects.filter(deferred_behind=run, status=ProviderEventStatus.DEFERRED)
+        .select_related("action__organization", "action__agent", "action__run_as")
+        .order_by("received_at", "id")
+    )
+    if not events:
+        return None
+    return _start_together(events, thread=run.thread, previous_run=run)
+
+
+def _start_together(
+    events: list[ProviderEvent], *, thread: Thread | None, previous_run: AgentRun | None
+) -> AgentRun | None:
+    action = events[0].action
+    context_type, context_key = events[0].context_type, events[0].context_key
+    reason = _gate(action)
+    if reason:
+        for row in events:
+            _settle(row, ProviderEventStatus.IGNORED, reason=f"Was deferred; not started: {reason}")
+        return None
+    event_ids = [row.event_id for row in events]
+    try:
+        with transaction.atomic():
+            run = runs.run_create(
+                agent=action.agent,
+                run_as=action.run_as,
+                source=RunSource.PROVIDER_EVENT,
+                prompt=_prompt(action, len(events)),
+                thread=thread or _thread_for(action, context_type, context_key),
+                context_type=context_type,
+                context_key=context_key,
+                input_extra={"events": [row.payload for row in events], "event_ids": event_ids},
+                action=action,
+                provider=action.provider,
+                provider_context={"eventIds": event_ids},
+                previous_run=previous_run,
+            )
+    except runs.ContextBusy as busy:
+        # Only the sweep gets here (a run ending holds the context): wait behind the new owner.
+        for row in events:
+            _settle(row, ProviderEventStatus.DEFERRED, deferred_behind=busy.active_run)
+        return None
+    for row in events:
+        _settle(row, ProviderEventStatus.COALESCED, run=run, deferred_behind=row.deferred_behind)
+    runs.record_event(run.pk, "events_coalesced", event_ids=event_ids)
+    if previous_run is not None:
+        runs.record_event(previous_run.pk, "deferred_events_drained", run_id=str(run.pk), events=len(events))
+    return run
 
 
 def drain_missed_contexts() -> int:
-    return 0
+    """Repair: deferred events whose run ended without draining them (or whose run is gone,
+    or that were parked by a busy context) start together now. Returns the runs started."""
+    stranded = (
+        ProviderEvent.objects.filter(status=ProviderEventStatus.DEFERRED)
+        .filter(Q(deferred_behind__isnull=True) | Q(deferred_behind__status__in=RUN_TERMINAL))
+        .order_by()
+        .values_list("deferred_behind_id", "agent_id", "context_type", "context_key")
+        .distinct()[:SWEEP_BATCH]
+    )
+    started = 0
+    for behind_id, agent_id, context_type, context_key in list(stranded):
+        with transaction.atomic():
+            _lock_context(agent_id, context_type, context_key)
+            previous = AgentRun.objects.filter(pk=behind_id, status__in=RUN_TERMINAL).first()
+            if behind_id is not None and previous is None:
+                continue  # it was drained (or restarted) since we looked
+            events = list(
+                ProviderEvent.objects.filter(
+                    status=ProviderEventStatus.DEFERRED,
+                    deferred_behind_id=behind_id,
+                    agent_id=agent_id,
+                    context_type=context_type,
+                    context_key=context_key,
+                )
+                .select_related("action__organization", "action__agent", "action__run_as")
+                .order_by("received_at", "id")
+            )
+            if events and _start_together(
+                events, thread=previous.thread if previous else None, previous_run=previous
+            ):
+                started += 1
+    return started
+
+
+def _settle(row: ProviderEvent, status: str, *, run=None, deferred_behind=None, reason: str = "") -> None:
+    """The event's outcome; only events not yet finally placed (ignored on insert, deferred) move."""
+    ProviderEvent.objects.filter(
+        pk=row.pk, status__in=(ProviderEventStatus.IGNORED, ProviderEventStatus.DEFERRED)
+    ).update(
+        status=status, run=run, deferred_behind=deferred_behind, reason=reason, processed_at=timezone.now()
+    )
+
+
+def _thread_for(action: Action, context_type: str, context_key: str) -> Thread:
+    """The latest thread of the agent on this context, or a new one for a new context."""
+    if context_key:
+        latest = (
+            Thread.objects.filter(
+                agent_id=action.agent_id, context_type=context_type, context_key=context_key
+            )
+            .order_by("-created_at", "-id")
+            .first()
+        )
+        if latest is not None:
+            return latest
+    title = f"{action.name}: {context_key}" if context_key else action.name
+    return Thread.objects.create(
+        organization_id=action.organization_id,
+        agent_id=action.agent_id,
+        title=title[:300],
+        context_type=context_type,
+        context_key=context_key,
+    )
+
+
+def _write_message(row: ProviderEvent, event: InboundEvent, thread: Thread) -> None:
+    # Not linked to a run: the worker gives the agent the thread's history without the run's
+    # own messages, and the event is history the agent must see.
+    Message.objects.create(
+        thread=thread,
+        role=MessageRole.EVENT,
+        content=event.content,
+        metadata={"kind": "provider_event", "provider_event_id": row.pk, "event_id": row.event_id},
+    )
+
+
+def _prompt(action: Action, count: int) -> str:
+    base = action.instructions.strip() or f"New {action.get_provider_display()} activity: respond to it."
+    if count == 1:
+        return base
+    return f"{base}\n\n{count} events arrived together; each is in the conversation above."
+
+
+def _lock_context(agent_id, context_type: str, context_key: str) -> None:
+    """A transaction-scoped lock on one context, taken by deferral and by the drain only;
+    creating runs is left to the partial unique index. SQLite serializes writers anyway."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2b(
+        f"{agent_id}\x1f{context_type}\x1f{context_key}".encode(), digest_size=8
+    ).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])

@@ -1,0 +1,106 @@
+"""``POST /hooks/actions/<action_id>/``: the public endpoint providers deliver to.
+
+No session and no CSRF token: a delivery is authenticated by its signature (webhook) or
+its ``clientState`` (Outlook). Verification and storage happen in the request; the run is
+sent to a worker when the ingestion transaction commits, so the answer comes quickly.
+"""
+
+import json
+
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from automation.models import Action
+from automation.providers import outlook, webhook
+from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
+
+
+def error(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
+def read_body(request) -> bytes | None:
+    """The raw body, or ``None`` when it is over the limit; never reads past limit + 1 bytes."""
+    limit = settings.AUTOMATION_WEBHOOK_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return None
+    body = request.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+def answer(result: Ingested) -> dict:
+    return {
+        "eventId": result.event.event_id,
+        "providerEventId": result.event.pk,
+        "status": result.outcome,
+        "runId": str(result.run_id) if result.run_id else None,
+        "reason": result.event.reason or None,
+    }
+
+
+@csrf_exempt
+@require_POST
+def action_hook(request, action_id):
+    action = Action.objects.filter(pk=action_id).first()
+    if action is None:
+        return error(404, "No such action.")
+    if action.provider == Action.Provider.OUTLOOK and "validationToken" in request.GET:
+        # Graph's subscription handshake: echo the token, as plain text, within 10 seconds.
+        return HttpResponse(request.GET["validationToken"], content_type="text/plain; charset=utf-8")
+    body = read_body(request)
+    if body is None:
+        return error(413, f"The body is larger than {settings.AUTOMATION_WEBHOOK_MAX_BODY_BYTES} bytes.")
+    if action.provider == Action.Provider.OUTLOOK:
+        return outlook_delivery(action, body)
+    return webhook_delivery(request, action, body)
+
+
+def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
+    try:
+        msg_id = webhook.verify(signing_secret=action.signing_secret, headers=request.headers, body=body)
+    except webhook.SignatureError as exc:
+        return error(401, str(exc))
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return error(400, f"The body is not valid JSON: {exc}")
+    result = ingest_event(
+        action=action, event=webhook.inbound_event(action=action, msg_id=msg_id, payload=payload)
+    )
+    return JsonResponse(answer(result), status=200 if result.outcome == DUPLICATE else 202)
+
+
+def outlook_delivery(action: Action, body: bytes) -> JsonResponse:
+    try:
+        batch = outlook.notifications(json.loads(body))
+    except (UnicodeDecodeError, json.JSONDecodeError, outlook.MalformedNotification) as exc:
+        return error(400, f"Not a Microsoft Graph change notification: {exc}")
+    results, rejected = [], 0
+    for notification in batch:
+        if not outlook.client_state_matches(notification, action.signing_secret):
+            rejected += 1
+            result = ingest_event(
+                action=action,
+                event=outlook.rejected_event(notification),
+                ignore_reason="Rejected: the clientState does not match the action's secret.",
+            )
+        elif outlook.is_lifecycle(notification):
+            result = ingest_event(
+                action=action,
+                event=outlook.lifecycle_event(notification),
+                ignore_reason=f"Lifecycle notification ({notification['lifecycleEvent']}); it starts no run.",
+            )
+        else:
+            result = ingest_event(action=action, event=outlook.inbound_event(notification))
+        results.append(answer(result))
+    if rejected == len(batch):
+        return JsonResponse(
+            {"detail": "No notification carried the action's clientState.", "results": results}, status=401
+        )
+    return JsonResponse({"results": results}, status=202)
