@@ -1,9 +1,396 @@
-"""Schedules (DESIGN §5). Implemented in issue 4."""
+"""Schedules (DESIGN §5): checks, changes, Run now, and the due-schedule dispatcher.
+
+A slot becomes at most one run: the unique (``schedule``, ``scheduled_for``) constraint
+refuses a second one, and that refusal is a normal outcome here. Overlap is decided
+while the schedule row is locked, and every ending run of a schedule takes the same
+lock before it releases a buffered slot, so ``buffer_one`` never loses or doubles a slot.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agentpress.orgs.models import Membership
+from automation import cadence
+from automation.models import AgentRun, Schedule
+from automation.services import runs
+from automation.states import RUN_ACTIVE, Cadence, OverlapPolicy, RunSource
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_TYPE = "schedule"
+MIN_CATCHUP_WINDOW = timedelta(seconds=60)
+# What a person configures; everything else on the row is written by the dispatcher.
+CONFIG_FIELDS = (
+    "name", "cadence", "time_of_day", "weekdays", "interval_minutes", "run_at", "cron_expression",
+    "timezone", "instructions", "run_as", "enabled", "catchup_window", "overlap_policy",
+)  # fmt: skip
+# Fields each cadence reads; the others are cleared so the row says only what applies.
+CADENCE_FIELDS = {
+    Cadence.DAILY: {"time_of_day"},
+    Cadence.WEEKLY: {"time_of_day", "weekdays"},
+    Cadence.INTERVAL: {"interval_minutes", "run_at"},
+    Cadence.ONCE: {"run_at"},
+    Cadence.CRON: {"cron_expression"},
+}
+CLEARED = {
+    "time_of_day": None,
+    "weekdays": [],
+    "interval_minutes": None,
+    "run_at": None,
+    "cron_expression": "",
+}
+
+
+@dataclass(frozen=True)
+class SlotOutcome:
+    """What became of a slot: ``started``, ``buffered``, ``skipped``, ``duplicate`` or ``blocked``."""
+
+    outcome: str
+    run: AgentRun | None = None
+    active_run: AgentRun | None = None
+    reason: str = ""
+
+
+def check_schedule_fields(schedule: Schedule, *, stored: Schedule | None = None, now: datetime) -> None:
+    """Raise ``ValidationError`` with a message per field when the schedule cannot work.
+
+    ``stored`` is the row as saved before this change: a ``once`` moment must be in the
+    future only when it is being set or switched on, so old one-off rows stay editable.
+    """
+    errors: dict[str, list[str]] = {}
+    minimum = settings.AUTOMATION_MIN_INTERVAL_MINUTES
+    if schedule.cadence not in Cadence.values:
+        errors["cadence"] = [f"Choose one of {', '.join(Cadence.values)}."]
+    if schedule.timezone not in cadence.known_timezones():
+        errors["timezone"] = [
+            f"Unknown time zone {schedule.timezone!r}; use an IANA name such as Europe/London."
+        ]
+    if schedule.cadence in (Cadence.DAILY, Cadence.WEEKLY) and schedule.time_of_day is None:
+        errors["time_of_day"] = ["Required for daily and weekly schedules, as HH:MM."]
+    if schedule.cadence == Cadence.WEEKLY:
+        days = schedule.weekdays if isinstance(schedule.weekdays, list) else None
+        if not days:
+            errors["weekdays"] = ["Choose at least one weekday."]
+        elif unknown := [d for d in days if d not in cadence.WEEKDAYS]:
+            errors["weekdays"] = [f"Unknown weekday(s) {unknown}; use {', '.join(cadence.WEEKDAYS)}."]
+    if schedule.cadence == Cadence.INTERVAL and (schedule.interval_minutes or 0) < minimum:
+        errors["interval_minutes"] = [f"Must be at least {minimum} minutes."]
+    if schedule.cadence == Cadence.ONCE:
+        if schedule.run_at is None:
+            errors["run_at"] = ["Required for a one-off schedule."]
+        elif schedule.run_at <= now and _sets_once_moment(schedule, stored):
+            errors["run_at"] = ["Must be in the future."]
+    if schedule.cadence == Cadence.CRON:
+        if not cadence.is_valid_cron(schedule.cron_expression or ""):
+            errors["cron_expression"] = [
+                "Not a valid cron expression (five fields: minute hour day month weekday)."
+            ]
+        elif _fires_more_often_than(schedule, timedelta(minutes=minimum), now):
+            errors["cron_expression"] = [f"Fires more often than every {minimum} minutes."]
+    if schedule.catchup_window is None or schedule.catchup_window < MIN_CATCHUP_WINDOW:
+        errors["catchup_window"] = [f"Must be at least {int(MIN_CATCHUP_WINDOW.total_seconds())} seconds."]
+    if schedule.overlap_policy not in OverlapPolicy.values:
+        errors["overlap_policy"] = [f"Choose one of {', '.join(OverlapPolicy.values)}."]
+    if schedule.agent.organization_id != schedule.organization_id:
+        errors["agent"] = ["No such agent in this organization."]
+    if not Membership.objects.filter(
+        organization_id=schedule.organization_id, user_id=schedule.run_as_id
+    ).exists():
+        errors["run_as"] = ["Not a member of this organization."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _sets_once_moment(schedule: Schedule, stored: Schedule | None) -> bool:
+    if stored is None:
+        return True
+    return (
+        stored.cadence != Cadence.ONCE
+        or stored.run_at != schedule.run_at
+        or (schedule.enabled and not stored.enabled)
+    )
+
+
+def _fires_more_often_than(schedule: Schedule, gap: timedelta, now: datetime) -> bool:
+    """A sample of the coming fire times; every gap of a cron shows up within its first hours."""
+    probe = Schedule(cadence=Cadence.CRON, cron_expression=schedule.cron_expression, timezone="UTC")
+    times = cadence.next_fire_times(probe, now, 60)
+    return any(b - a < gap for a, b in zip(times, times[1:], strict=False))
+
+
+def schedule_create(*, organization, agent, run_as, actor=None, **fields) -> Schedule:
+    """A checked, stored schedule whose ``next_run_at`` is its first slot after now
+    (none while disabled). ``fields`` are the other ``CONFIG_FIELDS``."""
+    unknown = set(fields) - set(CONFIG_FIELDS)
+    if unknown:
+        raise TypeError(f"Not schedule settings: {sorted(unknown)}")
+    schedule = Schedule(organization=organization, agent=agent, run_as=run_as, created_by=actor, **fields)
+    return schedule_save(schedule=schedule)
+
+
+def schedule_update(*, schedule: Schedule, **changes) -> Schedule:
+    """Apply settings, check them, and recompute ``next_run_at`` from now."""
+    unknown = set(changes) - set(CONFIG_FIELDS)
+    if unknown:
+        raise TypeError(f"Not schedule settings: {sorted(unknown)}")
+    with transaction.atomic():
+        current = Schedule.objects.select_for_update(no_key=True).get(pk=schedule.pk)
+        for name, value in changes.items():
+            setattr(current, name, value)
+        return schedule_save(schedule=current)
+
+
+def schedule_set_enabled(*, schedule: Schedule, enabled: bool) -> Schedule:
+    """Disabling keeps the row and its runs but clears the next run and any waiting slot;
+    enabling computes the next run from now, so nothing stale fires."""
+    return schedule_update(schedule=schedule, enabled=enabled)
+
+
+def schedule_save(*, schedule: Schedule) -> Schedule:
+    """Check and store a schedule's settings (new or changed; the admin form uses this too)
+    with ``next_run_at`` recomputed from now. Counters the dispatcher keeps are not touched."""
+    now = timezone.now()
+    with transaction.atomic():
+        stored = None
+        if schedule.pk:
+            stored = Schedule.objects.select_for_update(no_key=True).get(pk=schedule.pk)
+        for name, empty in CLEARED.items():
+            if name not in CADENCE_FIELDS.get(schedule.cadence, CLEARED):
+                setattr(schedule, name, empty)
+        if schedule.cadence == Cadence.INTERVAL and schedule.run_at is None:
+            # Intervals count from a fixed anchor so that they never drift.
+            schedule.run_at = now.replace(second=0, microsecond=0)
+        check_schedule_fields(schedule, stored=stored, now=now)
+        schedule.next_run_at = cadence.next_fire_time(schedule, now) if schedule.enabled else None
+        schedule.blocked_reason = ""
+        if not schedule.enabled:
+            schedule.buffered_slot = None
+        if stored is None:
+            schedule.save()
+        else:
+            schedule.save(
+                update_fields=[*CONFIG_FIELDS, "next_run_at", "blocked_reason", "buffered_slot", "updated_at"]
+            )
+    return schedule
+
+
+def schedule_run_now(*, schedule: Schedule, actor=None) -> SlotOutcome:
+    """Start a run outside the cadence, under the schedule's overlap policy; nothing starts
+    while the schedule is disabled or gated off (the outcome says why)."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = _lock(schedule.pk)
+        reason = gate_reason(current) or ("" if current.enabled else "The schedule is disabled.")
+        if reason:
+            return SlotOutcome("blocked", reason=reason)
+        outcome, fields = _start_or_hold(
+            current,
+            slot=now,
+            now=now,
+            label="Run now",
+            trigger="run_now",
+            by=getattr(actor, "username", None),
+        )
+        _record(current, **fields)
+    return outcome
+
+
+def gate_reason(schedule: Schedule) -> str:
+    """Why nothing of this schedule may fire now, or an empty string."""
+    if not schedule.organization.automations_enabled:
+        return "Automations are turned off for this organization."
+    if not schedule.agent.enabled:
+        return "The agent is disabled."
+    if not schedule.agent.scheduled_runs_enabled:
+        return "The agent's Scheduled runs capability is off."
+    return ""
 
 
 def fire_due_schedules() -> int:
-    return 0
+    """Turn every due slot into at most one run and move each schedule to its next slot.
+
+    Batches are claimed with ``SKIP LOCKED`` through the partial index on ``next_run_at``
+    of enabled rows, so concurrent dispatchers split the work and the cost follows the
+    number of due schedules. Returns how many runs started.
+    """
+    started = 0
+    batch_size = settings.AUTOMATION_SCHEDULE_BATCH_SIZE
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            due = list(
+                Schedule.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+                .select_related("organization", "agent", "run_as")
+                .filter(enabled=True, next_run_at__lte=now)
+                .order_by("next_run_at", "id")[:batch_size]
+            )
+            for schedule in due:
+                started += _fire(schedule, now=now)
+        if len(due) < batch_size:
+            return started
 
 
-def release_buffered_slot(*, run) -> None:
-    return None
+def _fire(schedule: Schedule, *, now: datetime) -> int:
+    try:
+        with transaction.atomic():
+            return _fire_locked(schedule, now=now)
+    except Exception as exc:  # one broken schedule must not hold up the others
+        logger.exception("Schedule %s could not fire", schedule.pk)
+        _record(
+            schedule,
+            next_run_at=cadence.next_fire_time(schedule, now),
+            blocked_reason=f"Could not fire: {type(exc).__name__}: {exc}"[:300],
+        )
+        return 0
+
+
+def _fire_locked(schedule: Schedule, *, now: datetime) -> int:
+    reason = gate_reason(schedule)
+    if reason:
+        # Moving on from now (not from the stale slot) is what keeps re-enabling from
+        # bursting: by the time the gate opens, next_run_at is already a future slot.
+        _record(schedule, next_run_at=cadence.next_fire_time(schedule, now), blocked_reason=reason)
+        return 0
+    slots = cadence.due_slots(schedule, schedule.next_run_at, now)
+    fields: dict = {"next_run_at": cadence.next_fire_time(schedule, slots.latest)}
+    missed, last_missed = slots.earlier, slots.previous
+    in_window = now - slots.latest <= schedule.catchup_window
+    if not in_window:
+        missed, last_missed = missed + 1, slots.latest
+    if missed:
+        fields.update(missed_count=F("missed_count") + missed, last_missed_at=last_missed)
+    if not in_window:
+        fields["blocked_reason"] = (
+            f"Missed the {_label(slots.latest)} slot: the dispatcher reached it after the catch-up window."
+        )
+        _record(schedule, **fields)
+        return 0
+    outcome, held = _start_or_hold(
+        schedule,
+        slot=slots.latest,
+        now=now,
+        label=f"{_label(slots.latest)} slot",
+        trigger="cadence",
+        missed=missed,
+    )
+    _record(schedule, **fields, **held)
+    return int(outcome.outcome == "started")
+
+
+def release_buffered_slot(*, run: AgentRun) -> None:
+    """Inside the ending run's transaction: start the slot ``buffer_one`` kept waiting.
+
+    The schedule lock orders this after any dispatcher that is buffering a slot right
+    now, so a slot buffered while this run ended is still released. A failure is recorded
+    on the schedule and never undoes the run's own ending.
+    """
+    if run.schedule_id is None:
+        return
+    now = timezone.now()
+    current = _lock(run.schedule_id)
+    if current is None or current.buffered_slot is None:
+        return
+    slot = current.buffered_slot
+    reason = gate_reason(current) or ("" if current.enabled else "The schedule is disabled.")
+    if reason:
+        _record(
+            current, buffered_slot=None, blocked_reason=f"Dropped the waiting {_label(slot)} slot: {reason}"
+        )
+        return
+    try:
+        with transaction.atomic():
+            outcome, fields = _start_or_hold(
+                current, slot=slot, now=now, label=f"waiting {_label(slot)} slot", trigger="buffered"
+            )
+            _record(current, **fields)
+    except Exception as exc:
+        logger.exception("Schedule %s could not release its waiting slot", current.pk)
+        _record(current, buffered_slot=None, blocked_reason=f"Could not start the waiting slot: {exc}"[:300])
+
+
+def _lock(schedule_id) -> Schedule | None:
+    return (
+        Schedule.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("organization", "agent", "run_as")
+        .filter(pk=schedule_id)
+        .first()
+    )
+
+
+def _start_or_hold(schedule: Schedule, *, slot: datetime, now: datetime, label: str, trigger: str, **extra):
+    """Start a run for ``slot`` unless the overlap policy holds it back; returns the outcome
+    and the schedule fields to record. The caller holds the schedule's row lock."""
+    active = None
+    if schedule.overlap_policy != OverlapPolicy.ALLOW:
+        active = (
+            AgentRun.objects.filter(schedule=schedule, status__in=RUN_ACTIVE).order_by("created_at").first()
+        )
+    if active is None:
+        try:
+            with transaction.atomic():
+                run = _create_run(schedule, slot=slot, trigger=trigger, **extra)
+            return SlotOutcome("started", run=run), {
+                "last_run_at": now,
+                "blocked_reason": "",
+                "buffered_slot": None,
+            }
+        except runs.ContextBusy as busy:  # a run of this context started since the check
+            active = busy.active_run
+        except IntegrityError as exc:
+            if "agent_runs_one_per_schedule_slot" not in str(exc) and "scheduled_for" not in str(exc):
+                raise
+            return SlotOutcome("duplicate"), {}
+    active_name = f"run {active.pk}" if active else "another run"
+    if schedule.overlap_policy == OverlapPolicy.BUFFER_ONE:
+        fields = {"buffered_slot": slot, "blocked_reason": f"{label} waits for {active_name} to end."}
+        if schedule.buffered_slot not in (None, slot):  # only one waits: the older one gives way
+            fields["skipped_count"] = F("skipped_count") + 1
+        if active:
+            runs.record_event(
+                active.pk, "schedule_slot_buffered", schedule_id=schedule.pk, slot=slot.isoformat()
+            )
+        return SlotOutcome("buffered", active_run=active), fields
+    if active:
+        runs.record_event(active.pk, "schedule_slot_skipped", schedule_id=schedule.pk, slot=slot.isoformat())
+    fields = {
+        "skipped_count": F("skipped_count") + 1,
+        "blocked_reason": f"{label} skipped: {active_name} was still active.",
+    }
+    return SlotOutcome("skipped", active_run=active, reason=fields["blocked_reason"]), fields
+
+
+def _create_run(schedule: Schedule, *, slot: datetime, trigger: str, **extra) -> AgentRun:
+    # skip and buffer_one share one context per schedule, so the one-active-run-per-context
+    # index backs the overlap check. allow must run side by side, so each of its slots gets
+    # its own context (the slot constraint already keeps a slot from running twice).
+    key = schedule.context_key
+    if schedule.overlap_policy == OverlapPolicy.ALLOW:
+        key = f"{key}@{slot.isoformat()}"
+    return runs.run_create(
+        agent=schedule.agent,
+        run_as=schedule.run_as,
+        source=RunSource.SCHEDULE,
+        prompt=schedule.instructions,
+        context_type=CONTEXT_TYPE,
+        context_key=key,
+        input_extra={"schedule": {"id": schedule.pk, "name": schedule.name, "slot": slot.isoformat()}},
+        schedule=schedule,
+        scheduled_for=slot,
+        metadata={"trigger": trigger, **{k: v for k, v in extra.items() if v}},
+    )
+
+
+def _record(schedule: Schedule, **fields) -> None:
+    """Write what the dispatcher learned; the caller holds the row lock."""
+    Schedule.objects.filter(pk=schedule.pk).update(**fields)
+
+
+def _label(slot: datetime) -> str:
+    return f"{slot:%Y-%m-%d %H:%M} UTC"
