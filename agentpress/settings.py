@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "agentpress.agents",
     "automation",
     "monitor",
+    "agentpress.ops",
 ]
 
 MIDDLEWARE = [
@@ -112,6 +113,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # Production hardening; all follow DEBUG unless set explicitly.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and scrapers talk plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
@@ -191,6 +194,9 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Write each periodic task's last_run_at as soon as beat sends it (not every 3 minutes):
+# /readyz reads it to tell a stalled beat from a live one.
+CELERY_BEAT_SYNC_EVERY = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
@@ -212,10 +218,26 @@ AUTOMATION_WEBHOOK_TOLERANCE_SECONDS = 300
 AUTOMATION_WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
 AUTOMATION_API_MAX_LIMIT = 200
 
+# Operations (agentpress/ops): metrics, health, logs, retention, worker shutdown.
+# Multi-process metrics (gunicorn workers, Celery prefork children) need one shared
+# directory, named by the environment variable itself before prometheus_client loads.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+AUTOMATION_WORKER_METRICS_PORT = env.int("AUTOMATION_WORKER_METRICS_PORT", default=0)
+AUTOMATION_BEAT_STALE_AFTER_SECONDS = env.float("AUTOMATION_BEAT_STALE_AFTER_SECONDS", default=60)
+AUTOMATION_SHUTDOWN_GRACE_SECONDS = env.float("AUTOMATION_SHUTDOWN_GRACE_SECONDS", default=25)
+AUTOMATION_RETENTION_BATCH_SIZE = env.int("AUTOMATION_RETENTION_BATCH_SIZE", default=1000)
+AUTOMATION_RETENTION_INTERVAL_SECONDS = env.float("AUTOMATION_RETENTION_INTERVAL_SECONDS", default=3600)
+AUTOMATION_PROVIDER_PAYLOAD_RETENTION_DAYS = env.int("AUTOMATION_PROVIDER_PAYLOAD_RETENTION_DAYS", default=30)
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"structured": {"()": "agentpress.ops.logs.build_formatter", "fmt": LOG_FORMAT}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from agentpress.ops import views as ops_views
 from agentpress.orgs import views as org_views
 from agentpress.orgs.admin import owner_admin_site
 
@@ -15,4 +16,7 @@ urlpatterns = [
     path("api/", include("automation.api.urls")),
     path("hooks/", include("automation.providers.urls")),
     path("orgs/<slug:org_slug>/", include("monitor.urls")),
+    path("metrics", ops_views.metrics_view, name="metrics"),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
 ]

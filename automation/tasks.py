@@ -7,7 +7,7 @@ import os
 
 from celery import shared_task
 
-from automation.services import execution, follow_ups, recovery, schedules
+from automation.services import execution, follow_ups, recovery, retention, schedules
 
 
 def worker_id(task) -> str:
@@ -37,3 +37,8 @@ def dispatch_pending_runs() -> int:
 @shared_task(name="automation.recover_runs")
 def recover_runs() -> dict:
     return recovery.sweep()
+
+
+@shared_task(name="automation.apply_retention")
+def apply_retention() -> dict:
+    return retention.apply_retention()

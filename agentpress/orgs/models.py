@@ -12,6 +12,10 @@ class Organization(models.Model):
         default=False,
         help_text="Controls the monitor page, scheduled runs and self-scheduled follow-ups.",
     )
+    retention_days = models.PositiveIntegerField(
+        default=90,
+        help_text="Finished runs, their timelines and ended follow-ups older than this are deleted.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

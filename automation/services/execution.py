@@ -10,9 +10,11 @@ import threading
 
 from django.conf import settings
 from django.db import connection
+from structlog.contextvars import bound_contextvars
 
 from agentpress.agents.models import Message
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, get_runtime
+from agentpress.ops import lifecycle, logs, metrics
 from automation.services import follow_ups
 from automation.services.runs import (
     claim_run,
@@ -34,21 +36,23 @@ class Heartbeat(threading.Thread):
         self.cancel = cancel
         self.finished = threading.Event()
         self.interval = settings.AUTOMATION_LEASE_TTL_SECONDS / 4
+        self.log_fields = logs.current_fields()  # a thread starts with an empty context
 
     def run(self):
-        try:
-            while not self.finished.wait(self.interval):
-                try:
-                    alive = heartbeat_run(run_id=self.run_id, lease_token=self.lease_token)
-                except Exception:  # the database blipped: keep trying until the lease runs out
-                    logger.exception("Heartbeat of run %s failed", self.run_id)
-                    connection.close()
-                    continue
-                if not alive:
-                    self.cancel.set()
-                    return
-        finally:
-            connection.close()
+        with bound_contextvars(**self.log_fields):
+            try:
+                while not self.finished.wait(self.interval):
+                    try:
+                        alive = heartbeat_run(run_id=self.run_id, lease_token=self.lease_token)
+                    except Exception:  # the database blipped: keep trying until the lease runs out
+                        logger.exception("Heartbeat of run %s failed", self.run_id)
+                        connection.close()
+                        continue
+                    if not alive:
+                        self.cancel.set()
+                        return
+            finally:
+                connection.close()
 
     def stop(self):
         self.finished.set()
@@ -62,11 +66,25 @@ def _history(thread_id, run_id) -> list[dict]:
 
 def execute_run(*, run_id, worker: str) -> str:
     """Run the agent for one pending run. Safe to call twice: only one claim wins."""
+    if lifecycle.shutting_down():
+        return "not-claimed"  # this worker is stopping: the redispatch sweep sends the run again
     lease = claim_run(run_id=run_id, worker=worker)
     if lease is None:
         return "not-claimed"
     run = lease.run
+    metrics.record_run_started(run)
     cancel = threading.Event()
+    with (
+        logs.bind_run(run, worker=worker),
+        lifecycle.guard_run(run_id=run.pk, lease_token=lease.token, cancel=cancel, worker=worker),
+    ):
+        logger.info("Run claimed (attempt %s)", run.attempt)
+        outcome = _invoke(run, lease, cancel, worker)
+        logger.info("Run ended: %s", outcome)
+    return outcome
+
+
+def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
     heartbeat = Heartbeat(run.pk, lease.token, cancel)
     heartbeat.start()
     try:

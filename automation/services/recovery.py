@@ -9,7 +9,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from structlog.contextvars import bound_contextvars
 
+from agentpress.ops import logs, metrics
 from automation.models import AgentRun
 from automation.services import follow_ups, provider_events
 from automation.services.runs import dispatch_run, interrupt_run
@@ -24,7 +26,14 @@ def recover_stale_leases() -> int:
     """Every running run whose lease expired becomes ``interrupted``, naming the worker."""
     now = timezone.now()
     stale = AgentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values(
-        "pk", "lease_token", "lease_owner", "heartbeat_at", "lease_expires_at"
+        "pk",
+        "lease_token",
+        "lease_owner",
+        "heartbeat_at",
+        "lease_expires_at",
+        "organization__slug",
+        "agent_id",
+        "source",
     )[:BATCH]
     recovered = 0
     for row in stale:
@@ -35,9 +44,20 @@ def recover_stale_leases() -> int:
             f"{(now - beat).total_seconds():.0f}s before recovery). The worker crashed, was killed "
             "or lost its database connection; the run did not finish."
         )
-        if interrupt_run(run_id=row["pk"], error=error, lease_token=row["lease_token"], kind="lease_expired"):
-            recovered += 1
-            logger.warning("Recovered run %s from %s", row["pk"], row["lease_owner"])
+        fields = logs.run_fields(
+            run_id=row["pk"],
+            org=row["organization__slug"],
+            agent=row["agent_id"],
+            source=row["source"],
+            worker=row["lease_owner"],
+        )
+        with bound_contextvars(**fields):
+            if interrupt_run(
+                run_id=row["pk"], error=error, lease_token=row["lease_token"], kind="lease_expired"
+            ):
+                recovered += 1
+                metrics.LEASE_RECOVERIES.inc()
+                logger.warning("Recovered run %s from %s", row["pk"], row["lease_owner"])
     return recovered
 
 

@@ -320,8 +320,10 @@ def retry_run(*, run_id, actor=None) -> AgentRun:
 
 def run_ended(run: AgentRun) -> None:
     """Settle what hangs on a run that reached a terminal status, in its transaction."""
+    from agentpress.ops import metrics
     from automation.services import follow_ups, provider_events, schedules
 
+    metrics.record_run_finished(run)
     follow_ups.settle_follow_up(run=run)
     provider_events.drain_deferred_events(run=run)
     schedules.release_buffered_slot(run=run)

@@ -16,6 +16,10 @@ def periodic_tasks() -> dict[str, tuple[str, float]]:
         "automation: fire due follow-ups": ("automation.fire_due_follow_ups", tick),
         "automation: dispatch pending runs": ("automation.dispatch_pending_runs", tick),
         "automation: recover runs": ("automation.recover_runs", sweep),
+        "automation: apply retention": (
+            "automation.apply_retention",
+            settings.AUTOMATION_RETENTION_INTERVAL_SECONDS,
+        ),
     }
 
 
