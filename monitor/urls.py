@@ -1,1 +1,37 @@
-urlpatterns = []
+"""Console pages, mounted at ``orgs/<slug:org_slug>/`` by ``agentpress.urls``."""
+
+from django.urls import path
+
+from monitor.views import agents, bulk, follow_ups, runs, threads
+
+app_name = "monitor"
+
+runs_root = "agents/monitor/automation-runs/"
+
+urlpatterns = [
+    path(runs_root, runs.runs_page, name="runs"),
+    path(f"{runs_root}bulk/", bulk.runs_bulk, name="runs-bulk"),
+    path(f"{runs_root}follow-ups/", follow_ups.follow_ups_page, name="follow-ups"),
+    path(
+        f"{runs_root}follow-ups/<int:follow_up_id>/cancel/",
+        follow_ups.follow_up_cancel,
+        name="follow-up-cancel",
+    ),
+    path(f"{runs_root}schedules/", agents.schedules_page, name="schedules"),
+    path(f"{runs_root}<uuid:run_id>/", runs.runs_page, name="run-detail"),
+    path(f"{runs_root}<uuid:run_id>/cancel/", runs.run_cancel, name="run-cancel"),
+    path(f"{runs_root}<uuid:run_id>/retry/", runs.run_retry, name="run-retry"),
+    path("threads/<int:thread_id>/", threads.thread_page, name="thread"),
+    path("agents/", agents.agents_page, name="agents"),
+    path("agents/<int:agent_id>/capabilities/", agents.capabilities_page, name="capabilities"),
+    path("agents/<int:agent_id>/schedules/new/", agents.schedule_new, name="schedule-new"),
+    path("agents/<int:agent_id>/schedules/preview/", agents.schedule_preview, name="schedule-preview"),
+    path(
+        "agents/<int:agent_id>/schedules/<int:schedule_id>/edit/", agents.schedule_edit, name="schedule-edit"
+    ),
+    path(
+        "agents/<int:agent_id>/schedules/<int:schedule_id>/<str:verb>/",
+        agents.schedule_command,
+        name="schedule-command",
+    ),
+]

@@ -1,0 +1,96 @@
+"""Small presentation helpers: times in UTC that the page localizes, ages, JSON, badges."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from django import template
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html
+
+register = template.Library()
+
+
+@register.simple_tag
+def when(value: datetime | None, empty: str = "—"):
+    """A ``<time>`` in UTC; monitor.js rewrites the text into the viewer's timezone and
+    keeps UTC in the tooltip, so without JavaScript the UTC time is still right."""
+    if value is None:
+        return empty
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_html('<time datetime="{}" title="{}">{}</time>', utc.isoformat(), text, text)
+
+
+def _span(seconds: float) -> str:
+    seconds = int(abs(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s" if seconds < 600 else f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+@register.filter
+def age(value: datetime | None) -> str:
+    """How long ago (``12 s ago``) or how far ahead (``in 5 min``) from now."""
+    if value is None:
+        return "—"
+    delta = (timezone.now() - value).total_seconds()
+    return f"{_span(delta)} ago" if delta >= 0 else f"in {_span(delta)}"
+
+
+@register.filter
+def span(value: timedelta | None) -> str:
+    return "—" if value is None else _span(value.total_seconds())
+
+
+@register.filter
+def run_duration(run) -> str:
+    """Started → finished, or → now while it runs."""
+    if run.started_at is None:
+        return "—"
+    end = run.completed_at or (timezone.now() if run.is_active else None)
+    return "—" if end is None else _span((end - run.started_at).total_seconds())
+
+
+@register.filter
+def lease_stale(run) -> bool:
+    """A running run whose lease ran out: its worker is gone or stuck; recovery will interrupt it."""
+    return (
+        run.status == "running" and run.lease_expires_at is not None and run.lease_expires_at < timezone.now()
+    )
+
+
+@register.filter
+def pretty_json(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+@register.simple_tag
+def status_badge(status: str, label: str = ""):
+    """Status by label and icon (the class adds the icon), not by colour alone."""
+    return format_html('<span class="status status-{}">{}</span>', status, label or status.title())
+
+
+@register.simple_tag
+def with_params(params, **extra) -> str:
+    """``?a=1&b=2`` from a list of (name, value) pairs, with ``extra`` replacing or dropping names."""
+    merged = dict(params)
+    for name, value in extra.items():
+        if value in (None, ""):
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return "?" + urlencode(merged) if merged else "?"
+
+
+@register.filter
+def parse_instant(value):
+    """An ISO 8601 string from JSON (e.g. a stop condition's deadline) as a datetime."""
+    if not isinstance(value, str):
+        return value
+    return parse_datetime(value)

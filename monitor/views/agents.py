@@ -1,0 +1,185 @@
+"""Agents, their Capabilities page (Scheduled runs, Self-reschedule) and their schedules."""
+
+from zoneinfo import ZoneInfo
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from agentpress.orgs.permissions import Access
+from automation import cadence, selectors
+from automation.models import Schedule
+from automation.services import schedules as schedule_services
+from monitor.access import console_view
+from monitor.forms import ScheduleForm
+
+PREVIEW_COUNT = 5
+
+
+def _agent_or_404(access: Access, agent_id: int):
+    agent = selectors.agents_for(access).filter(pk=agent_id).first()
+    if agent is None:
+        raise Http404("No such agent.")
+    return agent
+
+
+def _schedule_rows(qs) -> list[dict]:
+    """Each schedule with what a person needs to know: when, and why it does not fire."""
+    rows = []
+    for schedule in qs.select_related("organization", "agent", "run_as"):
+        rows.append(
+            {
+                "schedule": schedule,
+                "when": cadence.describe(schedule),
+                "gate": schedule_services.gate_reason(schedule),
+            }
+        )
+    return rows
+
+
+def _capabilities_url(access: Access, agent) -> str:
+    return reverse(
+        "monitor:capabilities", kwargs={"org_slug": access.organization.slug, "agent_id": agent.pk}
+    )
+
+
+@console_view(needs_feature=False)
+def agents_page(request, access: Access):
+    agents = selectors.agents_for(access).annotate(schedule_count=Count("schedules"))
+    return render(
+        request, "agents/list.html", {"access": access, "organization": access.organization, "agents": agents}
+    )
+
+
+@console_view()
+def schedules_page(request, access: Access):
+    rows = _schedule_rows(selectors.schedules_for(access).order_by("agent__name", "name", "pk"))
+    return render(
+        request,
+        "monitor/schedules.html",
+        {"access": access, "organization": access.organization, "tab": "schedules", "rows": rows},
+    )
+
+
+@console_view(needs_feature=False)
+def capabilities_page(request, access: Access, agent_id: int):
+    agent = _agent_or_404(access, agent_id)
+    if request.method == "POST":
+        if not access.org_wide:
+            messages.error(request, "Only owners and admins change an agent's capabilities.")
+        else:
+            agent.scheduled_runs_enabled = request.POST.get("scheduled_runs_enabled") == "on"
+            agent.self_reschedule_enabled = request.POST.get("self_reschedule_enabled") == "on"
+            agent.save(update_fields=["scheduled_runs_enabled", "self_reschedule_enabled"])
+            messages.success(request, "Capabilities saved.")
+        return redirect(_capabilities_url(access, agent))
+    rows = _schedule_rows(selectors.schedules_for(access).filter(agent=agent))
+    return render(
+        request,
+        "agents/capabilities.html",
+        {"access": access, "organization": access.organization, "agent": agent, "rows": rows},
+    )
+
+
+def _preview(form: ScheduleForm, access: Access, agent, stored: Schedule | None) -> dict:
+    """The next fire times of the settings in ``form``, or the messages that stop them."""
+    if not form.is_valid():
+        return {"preview_errors": [e for errors in form.errors.values() for e in errors]}
+    now = timezone.now()
+    settings = form.settings()
+    candidate = Schedule(organization=access.organization, agent=agent, **settings)
+    if candidate.cadence == "interval" and candidate.run_at is None:
+        candidate.run_at = now.replace(second=0, microsecond=0)
+    try:
+        schedule_services.check_schedule_fields(candidate, stored=stored, now=now)
+    except ValidationError as exc:
+        return {"preview_errors": [e for errors in exc.message_dict.values() for e in errors]}
+    zone = ZoneInfo(candidate.timezone)
+    times = cadence.next_fire_times(candidate, now, PREVIEW_COUNT)
+    return {
+        "preview_zone": candidate.timezone,
+        # Formatted here: template date filters would convert back to the server's timezone.
+        "preview_times": [
+            (t.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"), t.strftime("%Y-%m-%d %H:%M UTC"))
+            for t in times
+        ],
+        "preview_when": cadence.describe(candidate),
+    }
+
+
+def _schedule_form_page(request, access: Access, agent, schedule: Schedule | None):
+    initial = ScheduleForm.initial_for(schedule) if schedule else None
+    form = ScheduleForm(request.POST or None, initial=initial, access=access)
+    context = {"access": access, "organization": access.organization, "agent": agent, "schedule": schedule}
+    if request.method == "POST" and "preview" not in request.POST and form.is_valid():
+        try:
+            if schedule is None:
+                schedule = schedule_services.schedule_create(
+                    organization=access.organization, agent=agent, actor=request.user, **form.settings()
+                )
+            else:
+                schedule = schedule_services.schedule_update(schedule=schedule, **form.settings())
+        except ValidationError as exc:
+            form.show_service_errors(exc)
+        else:
+            messages.success(request, f"Schedule “{schedule.name}” saved.")
+            return redirect(f"{_capabilities_url(access, agent)}#schedule-{schedule.pk}")
+    if request.method == "POST":
+        context.update(_preview(form, access, agent, schedule))
+    return render(request, "agents/schedule_form.html", context | {"form": form})
+
+
+@console_view(needs_feature=False)
+def schedule_new(request, access: Access, agent_id: int):
+    return _schedule_form_page(request, access, _agent_or_404(access, agent_id), None)
+
+
+@console_view(needs_feature=False)
+def schedule_edit(request, access: Access, agent_id: int, schedule_id: int):
+    agent = _agent_or_404(access, agent_id)
+    schedule = selectors.schedules_for(access).filter(agent=agent, pk=schedule_id).first()
+    if schedule is None:
+        raise Http404("No such schedule.")
+    return _schedule_form_page(request, access, agent, schedule)
+
+
+@console_view(needs_feature=False)
+def schedule_preview(request, access: Access, agent_id: int):
+    agent = _agent_or_404(access, agent_id)
+    form = ScheduleForm(request.GET, access=access)
+    stored = None
+    if request.GET.get("schedule_id", "").isdigit():
+        stored = selectors.schedules_for(access).filter(agent=agent, pk=request.GET["schedule_id"]).first()
+    return render(request, "agents/schedule_form.html#preview", _preview(form, access, agent, stored))
+
+
+@require_POST
+@console_view(needs_feature=False)
+def schedule_command(request, access: Access, agent_id: int, schedule_id: int, verb: str):
+    agent = _agent_or_404(access, agent_id)
+    schedule = selectors.schedules_for(access).filter(agent=agent, pk=schedule_id).first()
+    if schedule is None or verb not in ("enable", "disable", "run-now"):
+        raise Http404("No such schedule.")
+    if verb == "run-now":
+        outcome = schedule_services.schedule_run_now(schedule=schedule, actor=request.user)
+        if outcome.outcome == "started":
+            messages.success(request, f"“{schedule.name}” started a run now.")
+        else:
+            messages.warning(
+                request, f"“{schedule.name}” did not start a run ({outcome.outcome}). {outcome.reason}"
+            )
+    else:
+        try:
+            schedule = schedule_services.schedule_set_enabled(schedule=schedule, enabled=verb == "enable")
+        except ValidationError as exc:
+            messages.error(request, f"“{schedule.name}” was not {verb}d: {' '.join(exc.messages)}")
+        else:
+            messages.success(request, f"“{schedule.name}” {verb}d.")
+    if request.POST.get("back") == "schedules":
+        return redirect(reverse("monitor:schedules", kwargs={"org_slug": access.organization.slug}))
+    return redirect(f"{_capabilities_url(access, agent)}#schedule-{schedule.pk}")
