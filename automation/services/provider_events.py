@@ -259,7 +259,9 @@ def _start_together(
         _settle(row, ProviderEventStatus.COALESCED, run=run, deferred_behind=row.deferred_behind)
     runs.record_event(run.pk, "events_coalesced", event_ids=event_ids)
     if previous_run is not None:
-        runs.record_event(previous_run.pk, "deferred_events_drained", run_id=str(run.pk), events=len(events))
+        runs.record_event(
+            previous_run.pk, "deferred_events_drained", new_run_id=str(run.pk), events=len(events)
+        )
     return run
 
 
