@@ -359,3 +359,18 @@ def _lock_context(agent_id, context_type: str, context_key: str) -> None:
     ).digest()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+
+
+def action_create(*, agent, run_as, name: str, provider: str, **fields) -> Action:
+    """A new inbound trigger with a fresh ``whsec_…`` secret. An Outlook action's context is
+    always the e-mail conversation."""
+    if provider == Action.Provider.OUTLOOK:
+        fields.update(context_type="email_thread", context_key_pointer="")
+    return Action.objects.create(
+        organization_id=agent.organization_id,
+        agent=agent,
+        run_as=run_as,
+        name=name,
+        provider=provider,
+        **fields,
+    )
