@@ -179,3 +179,28 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gunicorn_argv(port: int, workers: int = 2, threads: int = 1) -> list[str]:
+    """The production web server as the Procfile starts it, on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "agentpress.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "60",
+    ]
