@@ -95,3 +95,20 @@ def test_action_creation_checks_its_input(roster):
         format="json",
     )
     assert outlook.status_code == 201 and outlook.json()["contextType"] == "email_thread"
+
+
+@pytest.mark.sqlite
+def test_run_detail_lists_the_events_that_started_it_or_were_coalesced_into_it(roster):
+    action = ActionFactory(organization=roster.org, agent=roster.agent, run_as=roster.owner)
+    first = deliver(action, 1)
+    waiting = [deliver(action, n) for n in (2, 3)]
+    run = first.event.run
+    assert api(roster.owner).get(f"/api/orgs/acme/agent-runs/{run.pk}").json()["providerEventIds"] == [
+        first.event.pk
+    ]
+    runs.cancel_run(run_id=run.pk, actor=roster.owner)
+    waiting[0].event.refresh_from_db()
+    follow = waiting[0].event.run
+    detail = api(roster.owner).get(f"/api/orgs/acme/agent-runs/{follow.pk}").json()
+    assert sorted(detail["providerEventIds"]) == sorted(w.event.pk for w in waiting)
+    assert "events_coalesced" in [e["kind"] for e in detail["events"]]
