@@ -12,7 +12,8 @@ How a process learns of the shutdown:
   tasks there); it forwards SIGTERM to its prefork children, because an orchestrator
   that signals only PID 1 leaves them unaware;
 - a prefork child from SIGTERM itself (a process-group signal from systemd, honcho or a
-  terminal reaches it directly; Celery would otherwise let it die on the spot).
+  terminal reaches it directly; billiard's own handler would make it exit on the spot).
+  The handler is installed before the child's first task, after billiard set its own.
 If the worker is killed outright, nothing here runs: the sweep recovers its runs when
 their leases expire.
 """
@@ -114,8 +115,13 @@ def _on_sigterm(signum, frame) -> None:
     begin_shutdown("SIGTERM")
 
 
-def _on_worker_process_init(**kwargs) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)
+def _on_task_prerun(**kwargs) -> None:
+    from billiard.process import current_process
+
+    in_pool_child = current_process()._name != "MainProcess"
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if in_pool_child and on_main_thread and signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _on_worker_shutting_down(sig=None, how=None, **kwargs) -> None:
@@ -147,6 +153,6 @@ def _on_worker_ready(**kwargs) -> None:
 def connect_worker_signals() -> None:
     from celery import signals
 
-    signals.worker_process_init.connect(_on_worker_process_init, weak=False)
+    signals.task_prerun.connect(_on_task_prerun, weak=False)
     signals.worker_shutting_down.connect(_on_worker_shutting_down, weak=False)
     signals.worker_ready.connect(_on_worker_ready, weak=False)
