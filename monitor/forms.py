@@ -32,7 +32,7 @@ class ScheduleForm(forms.Form):
     interval_minutes = forms.IntegerField(required=False, min_value=1, label="Every (minutes)")
     run_at = forms.DateTimeField(
         required=False,
-        label="At (for once) / starting at (for interval), in the schedule's timezone",
+        label="At (once) or starting at (interval), wall time where the schedule runs",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
     )

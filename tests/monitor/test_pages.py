@@ -95,11 +95,12 @@ def test_follow_up_outside_the_scope_is_404(client, roster, follow_ups_url):
 
 
 def test_follow_ups_page_query_count(client, roster, follow_ups_url, django_assert_max_num_queries):
-    for _ in range(60):
-        follow_up(roster, thread=ThreadFactory(agent=roster.agent))
+    for status in ["pending", "completed"]:
+        for _ in range(100):
+            follow_up(roster, status=status, thread=ThreadFactory(agent=roster.agent), previous_run=None)
     client.force_login(roster.owner)
     with django_assert_max_num_queries(30):
-        assert client.get(follow_ups_url).status_code == 200
+        assert client.get(f"{follow_ups_url}?status=all").status_code == 200
 
 
 # --- conversation ---------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def test_conversation_page_lists_messages_in_order_with_their_runs(client, roste
 
 def test_conversation_query_count(client, roster, django_assert_max_num_queries):
     thread = ThreadFactory(agent=roster.agent)
-    for i in range(40):
+    for i in range(200):
         run = AgentRunFactory(agent=roster.agent, run_as=roster.member, thread=thread, status="completed")
         MessageFactory(thread=thread, role="assistant", content=f"reply {i}", run=run)
     client.force_login(roster.owner)
@@ -270,6 +271,17 @@ def test_edit_enable_disable_and_run_now(client, roster):
     assert response.redirect_chain[-1][0].endswith("/automation-runs/schedules/")
     assert AgentRun.objects.filter(schedule=schedule).count() == 1
     assert client.post(f"{base}explode/").status_code == 404
+
+
+def test_schedule_pages_query_count(client, roster, django_assert_max_num_queries):
+    for i in range(200):
+        ScheduleFactory(agent=roster.agent, run_as=roster.member, name=f"Schedule {i:03}")
+    client.force_login(roster.owner)
+    with django_assert_max_num_queries(100):
+        html = client.get("/orgs/acme/agents/monitor/automation-runs/schedules/").content.decode()
+    assert html.count('<tr id="schedule-') == 200
+    with django_assert_max_num_queries(100):
+        assert client.get(capabilities_url(roster)).status_code == 200
 
 
 def test_agents_list(client, roster):
