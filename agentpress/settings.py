@@ -152,6 +152,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "CAMELIZE_NAMES": True,
+    # several resources have a "status" with its own choices: name each enum after its domain
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "automation.states.RunStatus",
+        "FollowUpStatusEnum": "automation.states.FollowUpStatus",
+        "ProviderEventStatusEnum": "automation.states.ProviderEventStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "drf_spectacular.contrib.djangorestframework_camel_case.camelize_serializer_fields",

@@ -81,7 +81,7 @@ class FollowUpListView(OrgScopedView):
     def get_queryset(self):
         return selectors.follow_ups_for(self.access).select_related("agent", "run_as")
 
-    @extend_schema(summary="Follow-ups in the caller's scope")
+    @extend_schema(operation_id="agent_run_follow_ups_list", summary="Follow-ups in the caller's scope")
     def get(self, request, org_slug):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -101,11 +101,12 @@ class FollowUpDetailView(OrgScopedView):
             raise exceptions.NotFound("No such follow-up.")
         return follow_up
 
-    @extend_schema(summary="A follow-up")
+    @extend_schema(operation_id="agent_run_follow_ups_retrieve", summary="A follow-up")
     def get(self, request, org_slug, follow_up_id):
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
+        operation_id="agent_run_follow_ups_cancel",
         summary="Cancel a pending follow-up",
         responses={
             200: FollowUpSerializer,

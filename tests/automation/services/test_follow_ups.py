@@ -1,9 +1,13 @@
+import json
 import threading
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+import openai
 import pytest
 from django.db import connection
 from django.utils import timezone
+from openai.types.chat import ChatCompletion
 
 from automation.models import AgentRun, FollowUp
 from automation.services import follow_ups, recovery, runs
@@ -96,6 +100,46 @@ def test_an_inbound_reply_cancels_the_follow_up_naming_the_message(roster, clock
     assert follow_up.status == FollowUpStatus.CANCELLED and follow_up.cancelled_at
     assert "reply_received" in follow_up.cancel_reason and f"message {reply.pk}" in follow_up.cancel_reason
     assert not AgentRun.objects.filter(source=RunSource.FOLLOW_UP).exists()
+
+
+class FakeOpenAI:
+    """The SDK client, answering first with a schedule_follow_up call, then with a reply."""
+
+    requests: list = []
+
+    def __init__(self, **kwargs):
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, **request):
+        FakeOpenAI.requests.append(request)
+        if len(FakeOpenAI.requests) == 1:
+            arguments = {
+                "delay_seconds": 3600,
+                "continuation_prompt": "Ask again",
+                "stop_conditions": [{"type": "reply_received"}],
+            }
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "schedule_follow_up", "arguments": json.dumps(arguments)}}
+            ]}  # fmt: skip
+        else:
+            message = {"role": "assistant", "content": "I will check back in an hour."}
+        return ChatCompletion.model_validate(
+            {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+             "choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
+        )  # fmt: skip
+
+
+@pytest.mark.sqlite
+def test_the_openai_runtime_schedules_through_tool_calling(roster, monkeypatch):
+    monkeypatch.setattr(openai, "OpenAI", FakeOpenAI)
+    FakeOpenAI.requests = []
+    roster.agent.runtime, roster.agent.runtime_config = "openai", {"model": "m"}
+    roster.agent.save()
+    run = run_script(roster, "Quote sent; follow up if they stay silent.")
+    assert FakeOpenAI.requests[0]["tools"][0]["function"]["name"] == "schedule_follow_up"
+    follow_up = FollowUp.objects.get()
+    assert (follow_up.previous_run_id, follow_up.continuation_prompt) == (run.pk, "Ask again")
+    assert run.thread.messages.filter(role="assistant", content="I will check back in an hour.").exists()
 
 
 @pytest.mark.sqlite
