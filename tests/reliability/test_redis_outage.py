@@ -7,8 +7,8 @@ import pytest
 
 from automation.models import AgentRun, ProviderEvent
 from automation.states import ProviderEventStatus, RunStatus
+from tests.reliability.private_services import RedisServer
 from tests.reliability.stack import api_client, assert_each_executed_once, post_webhook
-from tests.support import services
 from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.celery_worker]
@@ -18,30 +18,11 @@ OUTAGE_SECONDS = 20
 ANSWER_BOUND_SECONDS = 10
 
 
-class RedisServer:
-    """A private redis-server (no persistence), so stopping it disturbs nobody else."""
-
-    def __init__(self, log_dir):
-        self.port = services.free_port()
-        self.log_dir = log_dir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-        self.start()
-
-    def start(self):
-        argv = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.proc = services.Process(f"redis-{time.monotonic_ns()}", argv, {}, self.log_dir)
-        self.proc.wait_for("Ready to accept connections", timeout=20)
-
-    def stop(self):
-        self.proc.kill9()
-
-
 @pytest.fixture
 def private_redis(tmp_path):
     server = RedisServer(tmp_path)
     yield server
-    server.proc.stop()
+    server.close()
 
 
 def test_work_arriving_while_redis_is_down_runs_once_after_it_returns(
@@ -62,7 +43,7 @@ def test_work_arriving_while_redis_is_down_runs_once_after_it_returns(
             )
         return answer.status_code, time.monotonic() - begin
 
-    private_redis.stop()
+    private_redis.kill()
     down_at = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(deliver, range(250)))
