@@ -34,7 +34,9 @@ class FollowUpAdmin(OrgScopedAdmin):
         for follow_up in queryset:
             try:
                 follow_up_services.cancel_follow_up(
-                    follow_up_id=follow_up.pk, actor=request.user, reason="admin action"
+                    follow_up_id=follow_up.pk,
+                    actor=request.user,
+                    reason=f"Cancelled in the admin by {request.user}.",
                 )
                 cancelled += 1
             except InvalidTransition as exc:

@@ -116,7 +116,9 @@ class FollowUpDetailView(OrgScopedView):
     def delete(self, request, org_slug, follow_up_id):
         follow_up = self.get_object()
         follow_up_services.cancel_follow_up(
-            follow_up_id=follow_up.pk, actor=request.user, reason="cancelled through the API"
+            follow_up_id=follow_up.pk,
+            actor=request.user,
+            reason=f"Cancelled through the API by {request.user}.",
         )
         return Response(self.get_serializer(self.get_object()).data)
 

@@ -150,13 +150,13 @@ def _cancel(follow_up: FollowUp, *, reason: str, by=None) -> bool:
 
 
 def cancel_follow_up(*, follow_up_id, actor=None, reason: str = "") -> FollowUp:
-    """``pending → cancelled``. A follow-up that already became a run is not cancelled here
-    (cancel its run instead): ``InvalidTransition`` then."""
+    """``pending → cancelled`` with ``reason`` as its ``cancel_reason`` (default: who did it).
+    A follow-up that already became a run is not cancelled here (cancel its run instead):
+    ``InvalidTransition`` then."""
     with transaction.atomic():
         follow_up = FollowUp.objects.get(pk=follow_up_id)
         by = getattr(actor, "username", None)
-        text = reason or "cancelled"
-        if not _cancel(follow_up, reason=f"{text} by {by}" if by else text, by=by):
+        if not _cancel(follow_up, reason=reason or f"Cancelled by {by or 'an operator'}.", by=by):
             status = FollowUp.objects.values_list("status", flat=True).get(pk=follow_up_id)
             raise InvalidTransition(
                 f"Only pending follow-ups can be cancelled; this follow-up is {status}"

@@ -336,8 +336,9 @@ def test_the_follow_up_ends_with_its_run(roster, run_status, prompt, follow_up_s
 @pytest.mark.sqlite
 def test_cancel_follow_up_only_while_pending(roster):
     pending = FollowUpFactory(agent=roster.agent, run_as=roster.member)
-    cancelled = follow_ups.cancel_follow_up(follow_up_id=pending.pk, actor=roster.owner, reason="not needed")
-    assert cancelled.status == FollowUpStatus.CANCELLED and "by owner" in cancelled.cancel_reason
+    cancelled = follow_ups.cancel_follow_up(follow_up_id=pending.pk, actor=roster.owner)
+    assert cancelled.status == FollowUpStatus.CANCELLED and cancelled.cancel_reason == "Cancelled by owner."
+    assert cancelled.cancelled_at is not None
     with pytest.raises(InvalidTransition):
         follow_ups.cancel_follow_up(follow_up_id=pending.pk, actor=roster.owner)
     due = FollowUpFactory(agent=roster.agent, run_as=roster.member, scheduled_for=timezone.now())
