@@ -8,6 +8,7 @@ from functools import wraps
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
 
 from agentpress.orgs.permissions import get_access_or_404
 
@@ -28,7 +29,10 @@ def console_view(*, needs_feature: bool = True):
                 return render(
                     request, "monitor/forbidden.html", {"organization": access.organization}, status=403
                 )
-            return view(request, access, **kwargs)
+            response = view(request, access, **kwargs)
+            # One URL answers a whole page or, for htmx, one region of it: caches must tell them apart.
+            patch_vary_headers(response, ("HX-Request", "HX-Target"))
+            return response
 
         return wrapper
 

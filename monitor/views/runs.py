@@ -112,10 +112,9 @@ def _live_update(request, access: Access, form, summary):
     """
     live_ids = parse_uuids(request.GET.getlist("live"))[:MAX_PAGE_SIZE]
     rows = list(selectors.runs_list(access).filter(pk__in=live_ids)) if live_ids else []
-    active = summary[RunStatus.PENDING] + summary[RunStatus.RUNNING] > 0
     context = _base_context(access, form, summary) | {"live_rows": rows}
     response = render(request, "monitor/runs.html#live-update", context)
-    if not active:
+    if not context["polling"]:
         response.status_code = HttpResponseStopPolling.status_code
     return response
 

@@ -262,6 +262,7 @@ def test_polling_refreshes_cards_and_live_rows_then_stops(client, roster, runs_u
     poll = {"HTTP_HX_TARGET": "summary-cards", "HTTP_HX_TRIGGER": "summary-cards", **HTMX}
     response = client.get(f"{runs_url}?live={run.pk}", **poll)
     assert response.status_code == 200
+    assert "HX-Request" in response["Vary"]
     assert f'<tr id="run-{run.pk}" class="run-row" hx-swap-oob="true">' in response.content.decode()
 
     AgentRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
