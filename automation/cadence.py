@@ -18,8 +18,8 @@ from functools import cache
 from typing import Protocol
 from zoneinfo import ZoneInfo, available_timezones
 
-from cron_descriptor import Options, get_description
-from croniter import croniter
+from cron_descriptor import FormatException, Options, get_description
+from croniter import CroniterBadDateError, croniter
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -42,14 +42,24 @@ def known_timezones() -> frozenset[str]:
 
 
 def is_valid_cron(expression: str) -> bool:
-    """Five fields (minute to weekday): a seconds field would undercut the minimum interval."""
-    return len(expression.split()) == 5 and croniter.is_valid(expression)
+    """Five fields (minute to weekday; a seconds field would undercut the minimum interval)
+    that match some date ("0 0 30 2 *" parses but never fires)."""
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        return False
+    try:
+        croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def describe_cron(expression: str) -> str:
     options = Options()
     options.use_24hour_time_format = True
-    return get_description(expression, options)
+    try:
+        return get_description(expression, options)
+    except FormatException:  # croniter accepts a few forms the describer does not know
+        return expression
 
 
 def describe(spec: CadenceFields) -> str:

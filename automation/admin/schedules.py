@@ -55,6 +55,10 @@ class ScheduleAdmin(OrgScopedAdmin):
         times = [schedule.next_run_at, *cadence.next_fire_times(schedule, schedule.next_run_at, 4)]
         return ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in times)
 
+    def get_readonly_fields(self, request, obj=None):
+        # A schedule stays with its agent (as in the API); its runs and counters belong to it.
+        return [*DISPATCHER_FIELDS, "organization", "agent"] if obj else DISPATCHER_FIELDS
+
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user

@@ -14,7 +14,6 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
-from agentpress.orgs.models import Membership
 from automation import cadence, selectors
 from automation.api.base import LimitCursorPagination, OrgScopedView
 from automation.api.runs import AgentRunSerializer
@@ -149,10 +148,8 @@ class ScheduleScopedView(OrgScopedView):
             settings["catchup_window"] = timedelta(seconds=settings.pop("catchup_window_seconds"))
         default_run_as = current.run_as_id if current else self.access.user.pk
         run_as_id = settings.pop("run_as_id", default_run_as)
-        if run_as_id != self.access.user.pk and not self.access.org_wide:
-            raise exceptions.PermissionDenied("Members may only create schedules that run as themselves.")
-        if not Membership.objects.filter(organization=self.access.organization, user_id=run_as_id).exists():
-            raise exceptions.ValidationError({"run_as_id": ["Not a member of this organization."]})
+        with errors_in_request_keys():
+            schedule_services.check_may_schedule_as(access=self.access, run_as_id=run_as_id)
         if current is None or run_as_id != current.run_as_id:
             settings["run_as"] = get_user_model().objects.get(pk=run_as_id)
         return settings

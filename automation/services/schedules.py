@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -108,6 +108,15 @@ def check_schedule_fields(schedule: Schedule, *, stored: Schedule | None = None,
         raise ValidationError(errors)
 
 
+def check_may_schedule_as(*, access, run_as_id: int) -> None:
+    """Members schedule only as themselves (``PermissionDenied``); owners and admins as any
+    member of the org (``ValidationError`` on ``run_as`` otherwise)."""
+    if run_as_id != access.user.pk and not access.org_wide:
+        raise PermissionDenied("Members may only create schedules that run as themselves.")
+    if not Membership.objects.filter(organization=access.organization, user_id=run_as_id).exists():
+        raise ValidationError({"run_as": ["Not a member of this organization."]})
+
+
 def _sets_once_moment(schedule: Schedule, stored: Schedule | None) -> bool:
     if stored is None:
         return True
@@ -128,23 +137,24 @@ def _fires_more_often_than(schedule: Schedule, gap: timedelta, now: datetime) ->
 def schedule_create(*, organization, agent, run_as, actor=None, **fields) -> Schedule:
     """A checked, stored schedule whose ``next_run_at`` is its first slot after now
     (none while disabled). ``fields`` are the other ``CONFIG_FIELDS``."""
-    unknown = set(fields) - set(CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(f"Not schedule settings: {sorted(unknown)}")
+    _only_settings(fields)
     schedule = Schedule(organization=organization, agent=agent, run_as=run_as, created_by=actor, **fields)
     return schedule_save(schedule=schedule)
 
 
 def schedule_update(*, schedule: Schedule, **changes) -> Schedule:
     """Apply settings, check them, and recompute ``next_run_at`` from now."""
-    unknown = set(changes) - set(CONFIG_FIELDS)
-    if unknown:
-        raise TypeError(f"Not schedule settings: {sorted(unknown)}")
+    _only_settings(changes)
     with transaction.atomic():
         current = Schedule.objects.select_for_update(no_key=True).get(pk=schedule.pk)
         for name, value in changes.items():
             setattr(current, name, value)
         return schedule_save(schedule=current)
+
+
+def _only_settings(fields: dict) -> None:
+    if unknown := set(fields) - set(CONFIG_FIELDS):
+        raise TypeError(f"Not schedule settings: {sorted(unknown)}")
 
 
 def schedule_set_enabled(*, schedule: Schedule, enabled: bool) -> Schedule:
@@ -243,9 +253,13 @@ def _fire(schedule: Schedule, *, now: datetime) -> int:
             return _fire_locked(schedule, now=now)
     except Exception as exc:  # one broken schedule must not hold up the others
         logger.exception("Schedule %s could not fire", schedule.pk)
+        try:
+            following = cadence.next_fire_time(schedule, now)
+        except Exception:  # settings no longer computable: park the row until someone fixes it
+            following = None
         _record(
             schedule,
-            next_run_at=cadence.next_fire_time(schedule, now),
+            next_run_at=following,
             blocked_reason=f"Could not fire: {type(exc).__name__}: {exc}"[:300],
         )
         return 0
@@ -309,7 +323,7 @@ def release_buffered_slot(*, run: AgentRun) -> None:
             outcome, fields = _start_or_hold(
                 current, slot=slot, now=now, label=f"waiting {_label(slot)} slot", trigger="buffered"
             )
-            _record(current, **fields)
+            _record(current, **(fields if outcome.outcome != "duplicate" else {"buffered_slot": None}))
     except Exception as exc:
         logger.exception("Schedule %s could not release its waiting slot", current.pk)
         _record(current, buffered_slot=None, blocked_reason=f"Could not start the waiting slot: {exc}"[:300])
@@ -336,11 +350,10 @@ def _start_or_hold(schedule: Schedule, *, slot: datetime, now: datetime, label: 
         try:
             with transaction.atomic():
                 run = _create_run(schedule, slot=slot, trigger=trigger, **extra)
-            return SlotOutcome("started", run=run), {
-                "last_run_at": now,
-                "blocked_reason": "",
-                "buffered_slot": None,
-            }
+            fields = {"last_run_at": now, "blocked_reason": "", "buffered_slot": None}
+            if schedule.buffered_slot not in (None, slot):  # a waiting slot this run supersedes
+                fields["skipped_count"] = F("skipped_count") + 1
+            return SlotOutcome("started", run=run), fields
         except runs.ContextBusy as busy:  # a run of this context started since the check
             active = busy.active_run
         except IntegrityError as exc:
@@ -362,6 +375,7 @@ def _start_or_hold(schedule: Schedule, *, slot: datetime, now: datetime, label: 
     fields = {
         "skipped_count": F("skipped_count") + 1,
         "blocked_reason": f"{label} skipped: {active_name} was still active.",
+        "buffered_slot": None,
     }
     return SlotOutcome("skipped", active_run=active, reason=fields["blocked_reason"]), fields
 

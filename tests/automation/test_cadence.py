@@ -190,3 +190,4 @@ def test_descriptions():
         "At 09:30, Monday through Friday (UTC)"
     )
     assert not cadence.is_valid_cron("61 * * * *") and not cadence.is_valid_cron("* * * * * *")
+    assert not cadence.is_valid_cron("0 0 30 2 *")  # parses, but no February has a 30th

@@ -10,6 +10,7 @@ from django.utils import timezone
 from automation.models import AgentRun, Schedule
 from automation.services import runs, schedules
 from automation.states import RunSource, RunStatus
+from tests.factories import AgentRunFactory
 from tests.support.services import require_postgres
 
 T0 = datetime(2030, 1, 1, 8, 30, tzinfo=UTC)
@@ -59,6 +60,19 @@ def test_a_due_slot_becomes_one_run_and_the_schedule_moves_on(roster, clock):
     assert schedule.next_run_at == T0 + timedelta(hours=2)
     assert schedule.last_run_at == T0 + timedelta(hours=1, seconds=4)
     assert (schedule.missed_count, schedule.blocked_reason) == (0, "")
+
+
+@pytest.mark.sqlite
+def test_a_slot_that_already_has_a_run_is_not_run_again(roster, clock):
+    schedule = make(roster)
+    slot = T0 + timedelta(hours=1)
+    AgentRunFactory(agent=roster.agent, run_as=roster.owner, schedule=schedule, scheduled_for=slot,
+                    status=RunStatus.COMPLETED, source=RunSource.SCHEDULE)  # fmt: skip
+    clock.move_to(slot + timedelta(seconds=2))
+    assert schedules.fire_due_schedules() == 0  # the slot constraint refuses it; not an error
+    assert len(schedule_runs(schedule)) == 1
+    schedule = reload(schedule)
+    assert schedule.next_run_at == slot + timedelta(hours=1) and schedule.blocked_reason == ""
 
 
 @pytest.mark.sqlite
