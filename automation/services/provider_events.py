@@ -71,6 +71,7 @@ def ingest_event(*, action: Action, event: InboundEvent, ignore_reason: str = ""
     action = Action.objects.select_related("organization", "agent", "run_as").get(pk=action.pk)
     with transaction.atomic():
         try:
+            # The insert is the dedup; its placeholder status is settled below, in this transaction.
             with transaction.atomic():
                 row = ProviderEvent.objects.create(
                     organization_id=action.organization_id,
