@@ -1,8 +1,14 @@
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from .permissions import organizations_for
 
 
 @login_required
 def home(request):
-    """Landing page after sign-in: the user's organizations and where to go from here."""
+    """Landing page after sign-in: the user's organizations; ``?org=<slug>`` switches to one."""
+    slug = request.GET.get("org")
+    if slug and organizations_for(request.user).filter(slug=slug).exists():
+        return redirect(reverse("monitor:agents", kwargs={"org_slug": slug}))
     return render(request, "home.html")

@@ -183,7 +183,7 @@ def test_detail_shows_the_run_it_became(api, roster, seeded):
 
 @pytest.mark.sqlite
 @pytest.mark.parametrize(
-    "who, status", [("viewer", 403), ("outsider", 404), ("other_owner", 404), ("superuser", 200), (None, 403)]
+    "who, status", [("viewer", 403), ("outsider", 404), ("other_owner", 404), ("superuser", 200), (None, 401)]
 )
 def test_permissions(api, roster, seeded, who, status):
     if who:
