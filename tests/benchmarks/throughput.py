@@ -1,0 +1,121 @@
+"""Benchmark 1: end-to-end runs per second against bare Celery and a raw SKIP LOCKED loop.
+
+All three drain a backlog: the work is queued first, the consumers start, and the clock
+runs from the moment they are up until the last item is done.
+"""
+
+import multiprocessing
+import time
+
+import psycopg
+import redis
+from django.conf import settings
+
+from tests.benchmarks import common
+from tests.support import services
+
+RUNS = 1000
+NOOPS = 3000
+RAW_JOBS = 5000
+
+
+def our_engine() -> float:
+    from automation.models import AgentRun
+    from automation.services.runs import run_create
+    from automation.states import RunSource, RunStatus
+
+    _, owner, _, agent = common.fixture_org()
+    for n in range(RUNS):  # each create sends execute_run on commit; no worker is up yet
+        run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt=f"!reply {n}")
+    proc = common.worker("bench-engine", concurrency=2)
+    try:
+        begin = time.perf_counter()
+        services.wait_until(
+            lambda: AgentRun.objects.filter(status=RunStatus.COMPLETED).count() >= RUNS,
+            timeout=600,
+            interval=0.05,
+            message="runs completed",
+        )
+        elapsed = time.perf_counter() - begin
+    finally:
+        proc.stop()
+    return RUNS / elapsed
+
+
+def bare_celery() -> float:
+    from tests.benchmarks import noop_app
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.delete("bench_noop")
+    for _ in range(NOOPS):
+        noop_app.noop.delay()
+    proc = common.worker("bench-noop", concurrency=2, app="tests.benchmarks.noop_app", queue="bench_noop")
+    try:
+        begin = time.perf_counter()
+        services.wait_until(lambda: client.llen("bench_noop") == 0, timeout=600, interval=0.01)
+        elapsed = time.perf_counter() - begin
+    finally:
+        proc.stop()
+    return NOOPS / elapsed
+
+
+def _raw_worker(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=False) as conn:
+        while True:
+            with conn.transaction():
+                row = conn.execute(
+                    "UPDATE bench_jobs SET status = 'running' WHERE id = ("
+                    " SELECT id FROM bench_jobs WHERE status = 'pending' ORDER BY id"
+                    " FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id"
+                ).fetchone()
+            if row is None:
+                return
+            with conn.transaction():
+                conn.execute("UPDATE bench_jobs SET status = 'done' WHERE id = %s", row)
+
+
+def raw_skip_locked(dsn: str) -> float:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_jobs")
+        conn.execute("CREATE TABLE bench_jobs (id bigserial PRIMARY KEY, status text NOT NULL)")
+        conn.execute("CREATE INDEX ON bench_jobs (id) WHERE status = 'pending'")
+        conn.execute(f"INSERT INTO bench_jobs (status) SELECT 'pending' FROM generate_series(1, {RAW_JOBS})")
+        conn.execute("ANALYZE bench_jobs")
+    procs = [multiprocessing.Process(target=_raw_worker, args=(dsn,)) for _ in range(2)]
+    begin = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - begin
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE bench_jobs")
+    return RAW_JOBS / elapsed
+
+
+def run(dsn: str) -> list[dict]:
+    ours = our_engine()
+    celery_rate = bare_celery()
+    raw = raw_skip_locked(dsn)
+    return [
+        {
+            "benchmark": "1 throughput",
+            "figure": "runs/s end to end (1 worker, concurrency 2)",
+            "value": round(ours, 1),
+            "baseline": "bare Celery no-op tasks/s",
+            "baseline_value": round(celery_rate, 1),
+            "ratio": round(ours / celery_rate, 3),
+            "goal": "ratio >= 0.4",
+            "met": ours / celery_rate >= 0.4,
+        },
+        {
+            "benchmark": "1 throughput",
+            "figure": "runs/s end to end (1 worker, concurrency 2)",
+            "value": round(ours, 1),
+            "baseline": "raw PostgreSQL SKIP LOCKED claim+complete jobs/s (2 workers)",
+            "baseline_value": round(raw, 1),
+            "ratio": round(ours / raw, 3),
+            "goal": "",
+            "met": None,
+        },
+    ]
