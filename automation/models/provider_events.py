@@ -39,6 +39,9 @@ class Action(models.Model):
         max_length=200, blank=True, help_text="JSON pointer, e.g. /ticket/id"
     )
     debounce_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Fixed-window delivery counter for the per-action rate limit (services/rate_limits.py).
+    rate_window_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rate_window_count = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -12,13 +12,34 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from agentpress.ops.metrics import record_webhook_rejection
 from automation.models import Action
 from automation.providers import outlook, webhook
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
+from automation.services.rate_limits import action_rate_check
 
 
-def error(status: int, detail: str) -> JsonResponse:
+def error(status: int, detail: str, reason: str) -> JsonResponse:
+    """A refused delivery: JSON ``detail``, counted in metrics by a short stable reason."""
+    record_webhook_rejection(reason=reason)
     return JsonResponse({"detail": detail}, status=status)
+
+
+def parse_json(body: bytes):
+    """The decoded body; deeply nested documents are refused like malformed ones."""
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise ValueError("the JSON is nested too deeply") from exc
+
+
+def rate_limited(action: Action) -> JsonResponse | None:
+    decision = action_rate_check(action_id=action.pk)
+    if decision.allowed:
+        return None
+    response = error(429, "Too many deliveries for this action; retry later.", "rate_limited")
+    response["Retry-After"] = str(decision.retry_after_seconds)
+    return response
 
 
 def read_body(request) -> bytes | None:
@@ -49,13 +70,15 @@ def answer(result: Ingested) -> dict:
 def action_hook(request, action_id):
     action = Action.objects.filter(pk=action_id).first()
     if action is None:
-        return error(404, "No such action.")
+        return error(404, "No such action.", "unknown_action")
     if action.provider == Action.Provider.OUTLOOK and "validationToken" in request.GET:
         # Graph's subscription handshake: echo the token, as plain text, within 10 seconds.
         return HttpResponse(request.GET["validationToken"], content_type="text/plain; charset=utf-8")
     body = read_body(request)
     if body is None:
-        return error(413, f"The body is larger than {settings.AUTOMATION_WEBHOOK_MAX_BODY_BYTES} bytes.")
+        return error(
+            413, f"The body is larger than {settings.AUTOMATION_WEBHOOK_MAX_BODY_BYTES} bytes.", "too_large"
+        )
     if action.provider == Action.Provider.OUTLOOK:
         return outlook_delivery(action, body)
     return webhook_delivery(request, action, body)
@@ -65,11 +88,13 @@ def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
     try:
         msg_id = webhook.verify(signing_secret=action.signing_secret, headers=request.headers, body=body)
     except webhook.SignatureError as exc:
-        return error(401, str(exc))
+        return error(401, str(exc), "bad_signature")
+    if refused := rate_limited(action):
+        return refused
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return error(400, f"The body is not valid JSON: {exc}")
+        payload = parse_json(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return error(400, f"The body is not valid JSON: {exc}", "malformed")
     result = ingest_event(
         action=action, event=webhook.inbound_event(action=action, msg_id=msg_id, payload=payload)
     )
@@ -78,9 +103,11 @@ def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
 
 def outlook_delivery(action: Action, body: bytes) -> JsonResponse:
     try:
-        batch = outlook.notifications(json.loads(body))
-    except (UnicodeDecodeError, json.JSONDecodeError, outlook.MalformedNotification) as exc:
-        return error(400, f"Not a Microsoft Graph change notification: {exc}")
+        batch = outlook.notifications(parse_json(body))
+    except (ValueError, outlook.MalformedNotification) as exc:
+        return error(400, f"Not a Microsoft Graph change notification: {exc}", "malformed")
+    if refused := rate_limited(action):
+        return refused
     results, rejected = [], 0
     for notification in batch:
         if not outlook.client_state_matches(notification, action.signing_secret):
@@ -100,6 +127,7 @@ def outlook_delivery(action: Action, body: bytes) -> JsonResponse:
             result = ingest_event(action=action, event=outlook.inbound_event(notification))
         results.append(answer(result))
     if rejected == len(batch):
+        record_webhook_rejection(reason="bad_client_state")
         return JsonResponse(
             {"detail": "No notification carried the action's clientState.", "results": results}, status=401
         )
