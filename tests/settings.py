@@ -5,9 +5,10 @@ import os
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-os.environ.setdefault(
-    "CELERY_BROKER_URL", os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
-)
+# One Redis database per pytest-xdist worker: the worker tests flush theirs.
+_xdist_index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL") or f"redis://127.0.0.1:6379/{15 - _xdist_index}"
+os.environ["CELERY_BROKER_URL"] = TEST_BROKER_URL
 
 from agentpress.settings import *  # noqa: E402,F403
 

@@ -17,8 +17,10 @@ from urllib.parse import urlparse
 import pytest
 from django.db import connection
 
+from tests.settings import TEST_BROKER_URL  # one Redis database per xdist worker
+
 ROOT = Path(__file__).resolve().parents[2]
-TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -70,6 +72,7 @@ def child_env(**overrides) -> dict:
         AUTOMATION_REDISPATCH_AFTER_SECONDS="3",
     )
     env.update({k: str(v) for k, v in overrides.items()})
+    env["TEST_CELERY_BROKER_URL"] = env["CELERY_BROKER_URL"]  # tests.settings takes the broker from here
     return env
 
 
