@@ -1,1 +1,1 @@
-from . import follow_ups, provider_events, runs, schedules  # noqa: F401 - registers the ModelAdmins
+from . import audit, follow_ups, provider_events, runs, schedules  # noqa: F401 - registers the ModelAdmins

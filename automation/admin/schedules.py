@@ -62,7 +62,7 @@ class ScheduleAdmin(OrgScopedAdmin):
     def save_model(self, request, obj, form, change):
         if not change:
             obj.created_by = request.user
-        schedule_services.schedule_save(schedule=obj)
+        schedule_services.schedule_save(schedule=obj, actor=request.user)
 
     def has_delete_permission(self, request, obj=None):
         # Disabling keeps the history; only a superuser removes a schedule outright.
@@ -73,7 +73,7 @@ class ScheduleAdmin(OrgScopedAdmin):
         self._apply(
             request,
             queryset,
-            lambda s: schedule_services.schedule_set_enabled(schedule=s, enabled=True),
+            lambda s: schedule_services.schedule_set_enabled(schedule=s, enabled=True, actor=request.user),
             "enabled",
         )
 
@@ -82,7 +82,7 @@ class ScheduleAdmin(OrgScopedAdmin):
         self._apply(
             request,
             queryset,
-            lambda s: schedule_services.schedule_set_enabled(schedule=s, enabled=False),
+            lambda s: schedule_services.schedule_set_enabled(schedule=s, enabled=False, actor=request.user),
             "disabled",
         )
 

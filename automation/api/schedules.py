@@ -212,14 +212,14 @@ class ScheduleDetailView(ScheduleScopedView):
             raise exceptions.ValidationError({"agent_id": ["A schedule cannot move to another agent."]})
         settings = self.settings_from(body.validated_data, current=schedule)
         with errors_in_request_keys():
-            schedule_services.schedule_update(schedule=schedule, **settings)
+            schedule_services.schedule_update(schedule=schedule, actor=request.user, **settings)
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
         summary="Disable a schedule (the row and its runs stay)", responses={200: ScheduleSerializer}
     )
     def delete(self, request, org_slug, schedule_id):
-        schedule_services.schedule_set_enabled(schedule=self.get_object(), enabled=False)
+        schedule_services.schedule_set_enabled(schedule=self.get_object(), enabled=False, actor=request.user)
         return Response(self.get_serializer(self.get_object()).data)
 
 

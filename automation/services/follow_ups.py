@@ -19,6 +19,7 @@ from agentpress.orgs.models import Organization
 from automation import follow_up_requests, stop_conditions
 from automation.follow_up_requests import Refused
 from automation.models import AgentRun, FollowUp
+from automation.services.audit import audit_record
 from automation.services.runs import ContextBusy, format_error, interrupt_run, record_event, run_create
 from automation.states import (
     FOLLOW_UP_OUTCOME,
@@ -162,6 +163,13 @@ def cancel_follow_up(*, follow_up_id, actor=None, reason: str = "") -> FollowUp:
                 f"Only pending follow-ups can be cancelled; this follow-up is {status}"
                 + (" (cancel its run instead)." if status == FollowUpStatus.RUNNING else ".")
             )
+        audit_record(
+            actor=actor,
+            organization=follow_up.organization,
+            verb="cancelled",
+            target=follow_up,
+            reason=reason or None,
+        )
     follow_up.refresh_from_db()
     return follow_up
 

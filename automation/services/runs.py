@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from agentpress.agents.models import Agent, Message, MessageRole, Thread
 from automation.models import AgentRun, RunEvent
+from automation.services.audit import audit_record
 from automation.states import (
     RUN_ACTIVE,
     RUN_RETRYABLE,
@@ -268,7 +269,8 @@ def cancel_run(*, run_id, actor=None, reason: str = "") -> AgentRun:
             status = AgentRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
             raise InvalidTransition(f"Only pending or running runs can be cancelled; this run is {status}.")
         record_event(run_id, "cancelled", by=getattr(actor, "username", None), reason=reason)
-        run = AgentRun.objects.get(pk=run_id)
+        run = AgentRun.objects.select_related("organization").get(pk=run_id)
+        audit_record(actor=actor, organization=run.organization, verb="cancelled", target=run, reason=reason)
         run_ended(run)
     return run
 
@@ -315,6 +317,13 @@ def retry_run(*, run_id, actor=None) -> AgentRun:
             provider_context=original.provider_context,
         )
         record_event(original.pk, "retried", by=getattr(actor, "username", None), retry_run_id=str(retry.pk))
+        audit_record(
+            actor=actor,
+            organization=original.organization,
+            verb="retried",
+            target=original,
+            retry_run_id=str(retry.pk),
+        )
     return retry
 
 

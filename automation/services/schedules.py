@@ -20,6 +20,7 @@ from agentpress.orgs.models import Membership
 from automation import cadence
 from automation.models import AgentRun, Schedule
 from automation.services import runs
+from automation.services.audit import audit_record
 from automation.states import RUN_ACTIVE, Cadence, OverlapPolicy, RunSource
 
 logger = logging.getLogger(__name__)
@@ -139,17 +140,21 @@ def schedule_create(*, organization, agent, run_as, actor=None, **fields) -> Sch
     (none while disabled). ``fields`` are the other ``CONFIG_FIELDS``."""
     _only_settings(fields)
     schedule = Schedule(organization=organization, agent=agent, run_as=run_as, created_by=actor, **fields)
-    return schedule_save(schedule=schedule)
+    return schedule_save(schedule=schedule, actor=actor)
 
 
-def schedule_update(*, schedule: Schedule, **changes) -> Schedule:
+def schedule_update(*, schedule: Schedule, actor=None, **changes) -> Schedule:
     """Apply settings, check them, and recompute ``next_run_at`` from now."""
+    return _update(schedule, changes, actor=actor, verb="updated")
+
+
+def _update(schedule: Schedule, changes: dict, *, actor, verb: str) -> Schedule:
     _only_settings(changes)
     with transaction.atomic():
         current = Schedule.objects.select_for_update(no_key=True).get(pk=schedule.pk)
         for name, value in changes.items():
             setattr(current, name, value)
-        return schedule_save(schedule=current)
+        return schedule_save(schedule=current, actor=actor, verb=verb)
 
 
 def _only_settings(fields: dict) -> None:
@@ -157,15 +162,17 @@ def _only_settings(fields: dict) -> None:
         raise TypeError(f"Not schedule settings: {sorted(unknown)}")
 
 
-def schedule_set_enabled(*, schedule: Schedule, enabled: bool) -> Schedule:
+def schedule_set_enabled(*, schedule: Schedule, enabled: bool, actor=None) -> Schedule:
     """Disabling keeps the row and its runs but clears the next run and any waiting slot;
     enabling computes the next run from now, so nothing stale fires."""
-    return schedule_update(schedule=schedule, enabled=enabled)
+    return _update(schedule, {"enabled": enabled}, actor=actor, verb="enabled" if enabled else "disabled")
 
 
-def schedule_save(*, schedule: Schedule) -> Schedule:
+def schedule_save(*, schedule: Schedule, actor=None, verb: str = "") -> Schedule:
     """Check and store a schedule's settings (new or changed; the admin form uses this too)
-    with ``next_run_at`` recomputed from now. Counters the dispatcher keeps are not touched."""
+    with ``next_run_at`` recomputed from now. Counters the dispatcher keeps are not touched.
+    An audit entry records ``actor`` and ``verb`` (default ``created``/``updated``) with the
+    settings that changed, in the same transaction."""
     now = timezone.now()
     with transaction.atomic():
         stored = None
@@ -184,31 +191,60 @@ def schedule_save(*, schedule: Schedule) -> Schedule:
             schedule.buffered_slot = None
         if stored is None:
             schedule.save()
+            audit_record(
+                actor=actor, organization=schedule.organization, verb=verb or "created", target=schedule
+            )
         else:
             schedule.save(
                 update_fields=[*CONFIG_FIELDS, "next_run_at", "blocked_reason", "buffered_slot", "updated_at"]
             )
+            audit_record(
+                actor=actor,
+                organization=schedule.organization,
+                verb=verb or "updated",
+                target=schedule,
+                changed=_changed_settings(stored, schedule),
+            )
     return schedule
+
+
+def _changed_settings(stored: Schedule, schedule: Schedule) -> list[str]:
+    attnames = [Schedule._meta.get_field(name).attname for name in CONFIG_FIELDS]
+    return [
+        name
+        for name, attname in zip(CONFIG_FIELDS, attnames, strict=True)
+        if getattr(stored, attname) != getattr(schedule, attname)
+    ]
 
 
 def schedule_run_now(*, schedule: Schedule, actor=None) -> SlotOutcome:
     """Start a run outside the cadence, under the schedule's overlap policy; nothing starts
-    while the schedule is disabled or gated off (the outcome says why)."""
+    while the schedule is disabled or gated off (the outcome says why). Every call is
+    audited with its outcome, refused ones too."""
     now = timezone.now()
     with transaction.atomic():
         current = _lock(schedule.pk)
         reason = gate_reason(current) or ("" if current.enabled else "The schedule is disabled.")
         if reason:
-            return SlotOutcome("blocked", reason=reason)
-        outcome, fields = _start_or_hold(
-            current,
-            slot=now,
-            now=now,
-            label="Run now",
-            trigger="run_now",
-            by=getattr(actor, "username", None),
+            outcome = SlotOutcome("blocked", reason=reason)
+        else:
+            outcome, fields = _start_or_hold(
+                current,
+                slot=now,
+                now=now,
+                label="Run now",
+                trigger="run_now",
+                by=getattr(actor, "username", None),
+            )
+            _record(current, **fields)
+        audit_record(
+            actor=actor,
+            organization=current.organization,
+            verb="ran_now",
+            target=current,
+            outcome=outcome.outcome,
+            run_id=str(outcome.run.pk) if outcome.run else None,
         )
-        _record(current, **fields)
     return outcome
 
 

@@ -123,7 +123,9 @@ def _schedule_form_page(request, access: Access, agent, schedule: Schedule | Non
                     organization=access.organization, agent=agent, actor=request.user, **form.settings()
                 )
             else:
-                schedule = schedule_services.schedule_update(schedule=schedule, **form.settings())
+                schedule = schedule_services.schedule_update(
+                    schedule=schedule, actor=request.user, **form.settings()
+                )
         except ValidationError as exc:
             form.show_service_errors(exc)
         else:
@@ -175,7 +177,9 @@ def schedule_command(request, access: Access, agent_id: int, schedule_id: int, v
             )
     else:
         try:
-            schedule = schedule_services.schedule_set_enabled(schedule=schedule, enabled=verb == "enable")
+            schedule = schedule_services.schedule_set_enabled(
+                schedule=schedule, enabled=verb == "enable", actor=request.user
+            )
         except ValidationError as exc:
             messages.error(request, f"“{schedule.name}” was not {verb}d: {' '.join(exc.messages)}")
         else:
