@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DJANGO_SETTINGS_MODULE ?= agentpress.settings
 
-.PHONY: run test lint check venv migrate seed browser clean migrations bench soak
+.PHONY: run test lint check venv migrate seed browser clean migrations bench soak openapi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ check: $(STAMP)
 
 migrations: $(STAMP)
 	DEBUG=true $(BIN)/python manage.py makemigrations orgs agents automation
+
+# The committed API contract; tests/api/test_openapi.py fails when it differs from the served schema.
+openapi: $(STAMP)
+	DEBUG=true $(BIN)/python manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.run

@@ -5,11 +5,44 @@ from base64 import b64decode
 
 from django.conf import settings
 from django.http import Http404
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, generics
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 
 from agentpress.orgs.permissions import Access, get_access_or_404
+from automation.api.errors import ErrorResponse
+
+# What any org-scoped operation may answer besides its own outcomes.
+COMMON_ERRORS = {
+    "400": "Invalid input: `detail` and, per request field or query parameter, a list of messages.",
+    "401": "No or an invalid `Authorization: Token …` header (or session).",
+    "403": "A member without the actions:manage permission, or acting for someone else.",
+    "404": "No such organization for this caller (non-members never learn it exists), or no such row in scope.",
+}
+
+
+class OrgScopedSchema(AutoSchema):
+    """Documents each operation's error answers (all JSON with a ``detail``) and keeps a view's
+    description to its own docstring rather than its base class's."""
+
+    def get_description(self):
+        own = self.view.__class__.__dict__.get("__doc__") or ""
+        return super().get_description() if own else ""
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for code, description in COMMON_ERRORS.items():
+            if code not in responses:
+                error = OpenApiResponse(ErrorResponse, description=description)
+                responses[code] = self._get_response_for_code(error, code, direction=direction)
+        return dict(sorted(responses.items()))
+
+
+def conflict(description: str) -> OpenApiResponse:
+    """A documented 409: the row's state does not allow the change (``detail`` says why)."""
+    return OpenApiResponse(ErrorResponse, description=description)
 
 
 class OrgScopedView(generics.GenericAPIView):
@@ -17,6 +50,7 @@ class OrgScopedView(generics.GenericAPIView):
     ``actions:manage``. ``self.access`` is then the caller's scope for selectors."""
 
     permission_classes = [IsAuthenticated]
+    schema = OrgScopedSchema()
     access: Access
 
     def initial(self, request, *args, **kwargs):
@@ -51,6 +85,13 @@ class LimitCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = settings.AUTOMATION_API_MAX_LIMIT
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=self.page_size)
+        return parameters
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)

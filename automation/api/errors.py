@@ -1,13 +1,20 @@
 """Every API error is JSON with a ``detail`` (and field errors where there are some)."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from automation.services.runs import ContextBusy
 from automation.states import InvalidTransition
+
+
+class ErrorResponse(serializers.Serializer):
+    """The body of every error answer. Validation errors add one key per request field
+    (its name as sent) with a list of messages; a 409 for a busy context adds ``activeRunId``."""
+
+    detail = serializers.CharField(help_text="What went wrong, in a sentence.")
 
 
 def exception_handler(exc, context):

@@ -3,13 +3,13 @@
 import django_filters
 from django import forms
 from django.urls import path
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
 from automation import selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView
+from automation.api.base import LimitCursorPagination, OrgScopedView, conflict
 from automation.models import FollowUp
 from automation.services import follow_ups as follow_up_services
 from automation.states import FOLLOW_UP_ACTIVE, FollowUpStatus
@@ -45,7 +45,7 @@ class IdFilter(django_filters.Filter):
 
 
 class FollowUpFilter(django_filters.FilterSet):
-    agentId = IdFilter(method="filter_agent")  # noqa: N815
+    agentId = IdFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
     status = django_filters.ChoiceFilter(choices=FollowUpStatus.choices)
     statusGroup = django_filters.ChoiceFilter(  # noqa: N815
         choices=[("active", "Active (pending and running)")], method="filter_status_group"
@@ -79,9 +79,15 @@ class FollowUpListView(OrgScopedView):
     filterset_class = FollowUpFilter
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
+            return FollowUp.objects.none()
         return selectors.follow_ups_for(self.access).select_related("agent", "run_as")
 
-    @extend_schema(operation_id="agent_run_follow_ups_list", summary="Follow-ups in the caller's scope")
+    @extend_schema(
+        operation_id="agent_run_follow_ups_list",
+        summary="Follow-ups in the caller's scope",
+        responses=FollowUpSerializer(many=True),
+    )
     def get(self, request, org_slug):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -110,7 +116,7 @@ class FollowUpDetailView(OrgScopedView):
         summary="Cancel a pending follow-up",
         responses={
             200: FollowUpSerializer,
-            409: OpenApiResponse(description="The follow-up already became a run or ended."),
+            409: conflict("The follow-up already became a run or ended."),
         },
     )
     def delete(self, request, org_slug, follow_up_id):

@@ -36,7 +36,7 @@ class ProviderEventSerializer(serializers.ModelSerializer):
 
 
 class ProviderEventFilter(django_filters.FilterSet):
-    agentId = django_filters.NumberFilter(method="filter_agent")  # noqa: N815
+    agentId = django_filters.NumberFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
     actionId = django_filters.CharFilter(method="filter_action")  # noqa: N815
     status = django_filters.ChoiceFilter(choices=ProviderEventStatus.choices)
     contextKey = django_filters.CharFilter(field_name="context_key")  # noqa: N815
@@ -65,9 +65,15 @@ class ProviderEventListView(OrgScopedView):
     filterset_class = ProviderEventFilter
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
+            return ProviderEvent.objects.none()
         return selectors.provider_events_for(self.access).select_related("action")
 
-    @extend_schema(summary="Provider deliveries and their outcome (started, deferred, coalesced, ignored)")
+    @extend_schema(
+        operation_id="provider_events_list",
+        summary="Provider deliveries and their outcome (started, deferred, coalesced, ignored)",
+        responses=ProviderEventSerializer(many=True),
+    )
     def get(self, request, org_slug):
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
@@ -124,14 +130,21 @@ class ActionListView(OrgScopedView):
     pagination_class = LimitCursorPagination
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
+            return Action.objects.none()
         return selectors.actions_for(self.access)
 
-    @extend_schema(summary="Inbound actions (webhook, Outlook) with their hook URLs")
+    @extend_schema(
+        operation_id="actions_list",
+        summary="Inbound actions (webhook, Outlook) with their hook URLs",
+        responses=ActionSerializer(many=True),
+    )
     def get(self, request, org_slug):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
+        operation_id="actions_create",
         summary="Create an action; the answer shows its signing secret once",
         request=ActionSerializer,
         responses={201: CreatedActionSerializer},

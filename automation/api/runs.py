@@ -1,15 +1,17 @@
 """``/api/orgs/<orgSlug>/agent-runs``: list with summary, detail, manual runs, cancel, retry."""
 
 import django_filters
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from agentpress.agents.models import Agent, Thread
 from agentpress.orgs.models import Membership
 from automation import selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView, parse_uuid
+from automation.api.base import LimitCursorPagination, OrgScopedView, conflict, parse_uuid
 from automation.models import AgentRun, RunEvent
 from automation.services import runs as run_services
 from automation.states import RunSource, RunStatus
@@ -105,6 +107,20 @@ class RunFilter(django_filters.FilterSet):
         return queryset.filter(agent_id=value)
 
 
+# The list answers its own page shape (with the summary), so its query is spelled out here.
+LIST_PARAMETERS = [
+    OpenApiParameter("agentId", int, description="Only this agent's runs."),
+    OpenApiParameter("source", str, enum=RunSource.values, description="Only runs from this source."),
+    OpenApiParameter("status", str, enum=RunStatus.values, description="Only runs in this status."),
+    OpenApiParameter(
+        "limit",
+        OpenApiTypes.INT,
+        description=f"Page size, 1 to {settings.AUTOMATION_API_MAX_LIMIT} (default 50).",
+    ),
+    OpenApiParameter("cursor", str, description="The `next` or `previous` cursor of an earlier page."),
+]
+RUN_ID = OpenApiParameter("run_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The run's id.")
+
 SUMMARY_SCHEMA = inline_serializer(
     "RunsSummary",
     {key: serializers.IntegerField() for key in [*RunStatus.values, "scheduled", "active_follow_ups"]},
@@ -122,6 +138,7 @@ class AgentRunListView(OrgScopedView):
     @extend_schema(
         operation_id="agent_runs_list",
         summary="Run attempts and summary counts",
+        parameters=LIST_PARAMETERS,
         responses=inline_serializer(
             "AgentRunPage",
             {
@@ -144,7 +161,13 @@ class AgentRunListView(OrgScopedView):
         )
 
     @extend_schema(
-        summary="Start a manual run", request=ManualRunSerializer, responses={201: AgentRunDetailSerializer}
+        operation_id="agent_runs_create",
+        summary="Start a manual run",
+        request=ManualRunSerializer,
+        responses={
+            201: AgentRunDetailSerializer,
+            409: conflict("Another run is active in this context (`activeRunId` names it)."),
+        },
     )
     def post(self, request, org_slug):
         data = ManualRunSerializer(data=request.data, context=self.get_serializer_context())
@@ -175,16 +198,18 @@ class RunObjectView(OrgScopedView):
 
 
 class AgentRunDetailView(RunObjectView):
-    @extend_schema(operation_id="agent_runs_retrieve", summary="A run with its timeline")
+    @extend_schema(operation_id="agent_runs_retrieve", summary="A run with its timeline", parameters=[RUN_ID])
     def get(self, request, org_slug, run_id):
         return Response(self.get_serializer(self.get_object()).data)
 
 
 class AgentRunCancelView(RunObjectView):
     @extend_schema(
+        operation_id="agent_runs_cancel",
         summary="Cancel a pending or running run",
+        parameters=[RUN_ID],
         request=None,
-        responses={200: AgentRunDetailSerializer, 409: OpenApiResponse(description="The run already ended.")},
+        responses={200: AgentRunDetailSerializer, 409: conflict("The run already ended.")},
     )
     def post(self, request, org_slug, run_id):
         run = self.get_object()
@@ -194,11 +219,13 @@ class AgentRunCancelView(RunObjectView):
 
 class AgentRunRetryView(RunObjectView):
     @extend_schema(
+        operation_id="agent_runs_retry",
         summary="Retry a failed, interrupted or cancelled run",
+        parameters=[RUN_ID],
         request=None,
         responses={
             201: AgentRunDetailSerializer,
-            409: OpenApiResponse(description="The run cannot be retried now."),
+            409: conflict("The run cannot be retried now (or its context is busy)."),
         },
     )
     def post(self, request, org_slug, run_id):

@@ -9,13 +9,13 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
 from automation import cadence, selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView
+from automation.api.base import LimitCursorPagination, OrgScopedView, conflict
 from automation.api.runs import AgentRunSerializer
 from automation.cadence import WEEKDAYS
 from automation.models import Schedule
@@ -115,6 +115,13 @@ class ScheduleFilter(django_filters.FilterSet):
         return queryset.filter(agent_id=value)
 
 
+RUN_NOW_FIELDS = {
+    "outcome": serializers.CharField(help_text="started, buffered, skipped, duplicate or blocked"),
+    "schedule": ScheduleSerializer(),
+    "active_run_id": serializers.UUIDField(required=False, help_text="The run this one waits for."),
+}
+
+
 @contextmanager
 def errors_in_request_keys():
     try:
@@ -166,7 +173,7 @@ class ScheduleListView(ScheduleScopedView):
 
     @extend_schema(
         summary="Schedules in the caller's scope (an agent's with agentId)",
-        operation_id="orgs_agent_run_schedules_list",
+        operation_id="agent_run_schedules_list",
         responses=ScheduleSerializer(many=True),
     )
     def get(self, request, org_slug):
@@ -174,6 +181,7 @@ class ScheduleListView(ScheduleScopedView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
+        operation_id="agent_run_schedules_create",
         summary="Create a daily, weekly, interval, once or cron schedule",
         request=ScheduleWriteSerializer,
         responses={201: ScheduleSerializer},
@@ -195,11 +203,12 @@ class ScheduleListView(ScheduleScopedView):
 
 
 class ScheduleDetailView(ScheduleScopedView):
-    @extend_schema(summary="A schedule with its next run times")
+    @extend_schema(operation_id="agent_run_schedules_retrieve", summary="A schedule with its next run times")
     def get(self, request, org_slug, schedule_id):
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
+        operation_id="agent_run_schedules_update",
         summary="Enable or update a schedule (recomputes nextRunAt from now)",
         request=ScheduleWriteSerializer,
         responses={200: ScheduleSerializer},
@@ -216,7 +225,9 @@ class ScheduleDetailView(ScheduleScopedView):
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
-        summary="Disable a schedule (the row and its runs stay)", responses={200: ScheduleSerializer}
+        operation_id="agent_run_schedules_disable",
+        summary="Disable a schedule (the row and its runs stay)",
+        responses={200: ScheduleSerializer},
     )
     def delete(self, request, org_slug, schedule_id):
         schedule_services.schedule_set_enabled(schedule=self.get_object(), enabled=False, actor=request.user)
@@ -225,19 +236,13 @@ class ScheduleDetailView(ScheduleScopedView):
 
 class ScheduleRunNowView(ScheduleScopedView):
     @extend_schema(
+        operation_id="agent_run_schedules_run_now",
         summary="Run now: start a run outside the cadence, under the overlap policy",
         request=None,
         responses={
-            201: inline_serializer(
-                "ScheduleRunStarted",
-                {
-                    "outcome": serializers.CharField(),
-                    "run": AgentRunSerializer(),
-                    "schedule": ScheduleSerializer(),
-                },
-            ),
-            202: OpenApiResponse(description="buffer_one: the run waits for the active one to end."),
-            409: OpenApiResponse(description="Skipped (a run is active) or blocked (disabled, gated off)."),
+            201: inline_serializer("ScheduleRunStarted", {**RUN_NOW_FIELDS, "run": AgentRunSerializer()}),
+            202: inline_serializer("ScheduleRunBuffered", RUN_NOW_FIELDS),
+            409: conflict("Skipped (a run is active) or blocked (disabled, gated off)."),
         },
     )
     def post(self, request, org_slug, schedule_id):
