@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from agentpress.orgs.permissions import access_for
 from automation import selectors
@@ -191,7 +192,7 @@ def test_a_completed_run_updates_the_cards_without_reloading(page, sign_in, rost
     assert complete_run(
         run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="browser-test"
     )
-    page.wait_for_function("document.querySelector('[data-card=completed]').textContent.trim() === '1'")
+    expect(card(page, "completed")).to_have_text("1", timeout=15000)
     assert card(page, "running").inner_text() == "0"
     assert page.locator(f"#run-{run.pk} .status-completed").is_visible()
     assert page.evaluate("window.__sameDocument") is True
