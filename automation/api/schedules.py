@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import path
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
@@ -28,12 +28,20 @@ MAX_ID = 2**63 - 1
 REQUEST_KEYS = {"catchup_window": "catchup_window_seconds", "run_as": "run_as_id", "agent": "agent_id"}
 
 
+@extend_schema_field({"type": "string", "pattern": r"^\d{2}:\d{2}$", "example": "09:30"})
+class HourMinuteField(serializers.TimeField):
+    """A time of day as ``"HH:MM"`` both ways (OpenAPI's ``format: time`` would promise seconds)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format="%H:%M", input_formats=["%H:%M"], **kwargs)
+
+
 class ScheduleSerializer(serializers.ModelSerializer):
     agent_id = serializers.IntegerField(read_only=True)
     agent_name = serializers.CharField(source="agent.name", read_only=True)
     run_as_id = serializers.IntegerField(read_only=True)
     run_as_username = serializers.CharField(source="run_as.username", read_only=True)
-    time_of_day = serializers.TimeField(format="%H:%M", read_only=True, allow_null=True)
+    time_of_day = HourMinuteField(read_only=True, allow_null=True)
     catchup_window_seconds = serializers.SerializerMethodField()
     description = serializers.SerializerMethodField()
     cron_description = serializers.SerializerMethodField()
@@ -79,7 +87,7 @@ class ScheduleWriteSerializer(serializers.Serializer):
     instructions = serializers.CharField(max_length=20000)
     run_as_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     enabled = serializers.BooleanField(default=True)
-    time_of_day = serializers.TimeField(input_formats=["%H:%M"], required=False, allow_null=True)
+    time_of_day = HourMinuteField(required=False, allow_null=True)
     weekdays = serializers.ListField(child=serializers.ChoiceField(choices=WEEKDAYS), required=False)
     interval_minutes = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=2**31 - 1
