@@ -146,7 +146,7 @@ class SuperuserOnlyMixin:
         return request.user.is_superuser
 
 
-class ScopedUserAdmin(UserAdmin):
+class ScopedUserAdmin(SuperuserOnlyMixin, UserAdmin):
     """Owners may look users up (for memberships); only superusers edit them."""
 
     def get_queryset(self, request):
@@ -155,20 +155,8 @@ class ScopedUserAdmin(UserAdmin):
             return qs
         return qs.filter(memberships__organization__in=owned_organizations(request.user)).distinct()
 
-    def has_module_permission(self, request):
-        return request.user.is_superuser
-
     def has_view_permission(self, request, obj=None):
         return is_owner_anywhere(request.user)
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_superuser
-
-    def has_add_permission(self, request):
-        return request.user.is_superuser
-
-    def has_delete_permission(self, request, obj=None):
-        return request.user.is_superuser
 
 
 class OwnTokenAdmin(TokenAdmin):

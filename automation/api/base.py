@@ -3,6 +3,8 @@
 import uuid
 from base64 import b64decode
 
+import django_filters
+from django import forms
 from django.conf import settings
 from django.http import Http404
 from drf_spectacular.openapi import AutoSchema
@@ -11,6 +13,7 @@ from rest_framework import exceptions, generics
 from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAuthenticated
 
+from agentpress.agents.models import Agent
 from agentpress.orgs.permissions import Access, get_access_or_404
 from automation.api.errors import ErrorResponse
 
@@ -118,3 +121,24 @@ class LimitCursorPagination(CursorPagination):
             return super().decode_cursor(request)
         except exceptions.NotFound as exc:
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
+
+
+class IdFilter(django_filters.Filter):
+    """A whole, positive id: ``1.5`` or an id beyond the column's range is a 400, not a 500."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, min_value=1, max_value=2**63 - 1, **kwargs)
+
+
+class OrgFilterSet(django_filters.FilterSet):
+    """Filters of an org-scoped list: ``agentId`` must name an agent of the caller's org."""
+
+    agentId = IdFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
+
+    def filter_agent(self, queryset, name, value):
+        organization = self.request.parser_context["view"].access.organization
+        if not Agent.objects.filter(pk=value, organization=organization).exists():
+            raise exceptions.ValidationError({"agentId": ["No such agent in this organization."]})
+        return queryset.filter(agent_id=value)

@@ -1,15 +1,13 @@
 """``/api/orgs/<orgSlug>/agent-run-follow-ups``: list with filters, detail, cancel (DELETE)."""
 
 import django_filters
-from django import forms
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
-from agentpress.agents.models import Agent
 from automation import selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView, conflict
+from automation.api.base import IdFilter, LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict
 from automation.models import FollowUp
 from automation.services import follow_ups as follow_up_services
 from automation.states import FOLLOW_UP_ACTIVE, FollowUpStatus
@@ -35,17 +33,7 @@ class FollowUpSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class IdFilter(django_filters.Filter):
-    """A whole, positive id: ``1.5`` or an id beyond the column's range is a 400, not a 500."""
-
-    field_class = forms.IntegerField
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, min_value=1, max_value=2**63 - 1, **kwargs)
-
-
-class FollowUpFilter(django_filters.FilterSet):
-    agentId = IdFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
+class FollowUpFilter(OrgFilterSet):
     status = django_filters.ChoiceFilter(choices=FollowUpStatus.choices)
     statusGroup = django_filters.ChoiceFilter(  # noqa: N815
         choices=[("active", "Active (pending and running)")], method="filter_status_group"
@@ -57,12 +45,6 @@ class FollowUpFilter(django_filters.FilterSet):
     class Meta:
         model = FollowUp
         fields = []
-
-    def filter_agent(self, queryset, name, value):
-        organization = self.request.parser_context["view"].access.organization
-        if not Agent.objects.filter(pk=value, organization=organization).exists():
-            raise exceptions.ValidationError({"agentId": ["No such agent in this organization."]})
-        return queryset.filter(agent_id=value)
 
     def filter_status_group(self, queryset, name, value):
         return queryset.filter(status__in=FOLLOW_UP_ACTIVE)

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from agentpress.agents.models import Agent
 from agentpress.orgs.models import Membership
 from automation import selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView, parse_uuid
+from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, parse_uuid
 from automation.models import Action, ProviderEvent
 from automation.services import provider_events as event_services
 from automation.states import ProviderEventStatus
@@ -35,8 +35,7 @@ class ProviderEventSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ProviderEventFilter(django_filters.FilterSet):
-    agentId = django_filters.NumberFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
+class ProviderEventFilter(OrgFilterSet):
     actionId = django_filters.CharFilter(method="filter_action")  # noqa: N815
     status = django_filters.ChoiceFilter(choices=ProviderEventStatus.choices)
     contextKey = django_filters.CharFilter(field_name="context_key")  # noqa: N815
@@ -44,12 +43,6 @@ class ProviderEventFilter(django_filters.FilterSet):
     class Meta:
         model = ProviderEvent
         fields = []
-
-    def filter_agent(self, queryset, name, value):
-        organization = self.request.parser_context["view"].access.organization
-        if not Agent.objects.filter(pk=value, organization=organization).exists():
-            raise exceptions.ValidationError({"agentId": ["No such agent in this organization."]})
-        return queryset.filter(agent_id=value)
 
     def filter_action(self, queryset, name, value):
         return queryset.filter(action_id=parse_uuid(value, "action id"))

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from agentpress.agents.models import Agent, Thread
 from agentpress.orgs.models import Membership
 from automation import selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView, conflict, parse_uuid
+from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict, parse_uuid
 from automation.models import AgentRun, RunEvent
 from automation.services import runs as run_services
 from automation.states import RunSource, RunStatus
@@ -90,21 +90,13 @@ class ManualRunSerializer(serializers.Serializer):
         return data
 
 
-class RunFilter(django_filters.FilterSet):
-    agentId = django_filters.NumberFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
+class RunFilter(OrgFilterSet):
     source = django_filters.ChoiceFilter(choices=RunSource.choices)
     status = django_filters.ChoiceFilter(choices=RunStatus.choices)
 
     class Meta:
         model = AgentRun
         fields = []
-
-    def filter_agent(self, queryset, name, value):
-        if not Agent.objects.filter(
-            pk=value, organization_id=self.request.parser_context["view"].access.organization.pk
-        ).exists():
-            raise exceptions.ValidationError({"agentId": ["No such agent in this organization."]})
-        return queryset.filter(agent_id=value)
 
 
 # The list answers its own page shape (with the summary), so its query is spelled out here.

@@ -3,8 +3,6 @@
 from contextlib import contextmanager
 from datetime import timedelta
 
-import django_filters
-from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.urls import path
@@ -15,7 +13,7 @@ from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
 from automation import cadence, selectors
-from automation.api.base import LimitCursorPagination, OrgScopedView, conflict
+from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict
 from automation.api.runs import AgentRunSerializer
 from automation.cadence import WEEKDAYS
 from automation.models import Schedule
@@ -102,25 +100,10 @@ class ScheduleWriteSerializer(serializers.Serializer):
     overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, required=False)
 
 
-class AgentIdFilter(django_filters.Filter):
-    field_class = forms.IntegerField
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, min_value=1, max_value=MAX_ID, **kwargs)
-
-
-class ScheduleFilter(django_filters.FilterSet):
-    agentId = AgentIdFilter(field_name="agent_id", method="filter_agent")  # noqa: N815
-
+class ScheduleFilter(OrgFilterSet):
     class Meta:
         model = Schedule
         fields = []
-
-    def filter_agent(self, queryset, name, value):
-        organization = self.request.parser_context["view"].access.organization
-        if not Agent.objects.filter(pk=value, organization=organization).exists():
-            raise exceptions.ValidationError({"agentId": ["No such agent in this organization."]})
-        return queryset.filter(agent_id=value)
 
 
 RUN_NOW_FIELDS = {
