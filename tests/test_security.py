@@ -11,7 +11,9 @@ def test_pages_allow_only_our_own_scripts_and_styles(client, roster):
     client.force_login(roster.owner)
     response = client.get("/orgs/acme/agents/monitor/automation-runs/")
     policy = response["Content-Security-Policy"]
-    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert (
+        "script-src 'self'" in policy and "style-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    )
     assert "unsafe-inline" not in policy and "http" not in policy
     body = response.content.decode()
     assert "<script>" not in body and " onclick=" not in body and " onchange=" not in body

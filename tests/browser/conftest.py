@@ -23,7 +23,9 @@ CHROMIUM_ARGS = [
 ]
 # The README's screenshots are refreshed with UPDATE_SCREENSHOTS=1; other runs write under var/.
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / ("docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "var/screenshots")
+SCREENSHOTS = ROOT / (
+    "docs/screenshots" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else "var/screenshots"
+)
 PASSWORD = "pw"  # tests.factories.UserFactory
 
 
