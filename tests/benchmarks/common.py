@@ -35,9 +35,19 @@ def worker(name: str, concurrency: int = 2, app: str = "agentpress", queue: str 
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     proc = services.Process(name, argv, child_env(**env), LOG_DIR)
     # at level warning nothing says "ready": wait for the pool, then for the consumer loop
-    services.wait_until(lambda: len(proc.children()) >= concurrency, timeout=60, message=f"{name} pool")
+    try:
+        services.wait_until(lambda: len(proc.children()) >= concurrency, timeout=60, message=f"{name} pool")
+    except AssertionError:
+        proc.stop()
+        raise
     time.sleep(2)
     return proc
+
+
+def start_quiet(name: str, argv: list[str], **env) -> services.Process:
+    """A process whose readiness the caller checks by what it does."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    return services.Process(name, argv, child_env(**env), LOG_DIR)
 
 
 def python() -> str:

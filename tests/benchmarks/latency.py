@@ -67,9 +67,10 @@ def _ours(tick: float) -> dict[str, list[float]]:
         capture_output=True,
     )  # fmt: skip
     _seed(timezone.now())
-    procs = [common.worker("bench-latency", concurrency=2, **env)]
-    procs.append(common.start_quiet("bench-beat", services.celery_beat_argv("bench-beat"), **env))
+    procs = []
     try:
+        procs.append(common.worker("bench-latency", concurrency=2, **env))
+        procs.append(common.start_quiet("bench-beat", services.celery_beat_argv("bench-beat"), **env))
         services.wait_until(
             lambda: AgentRun.objects.filter(started_at__isnull=False).count() >= 2 * ITEMS,
             timeout=LEAD + SPREAD + 60,
@@ -105,9 +106,14 @@ def _celery_beat_clocked() -> list[float]:
             args=f"[{due.timestamp()}]",
             queue="bench_noop",
         )
-    procs = [common.worker("bench-stamp", concurrency=2, app="tests.benchmarks.noop_app", queue="bench_noop")]
-    procs.append(common.start_quiet("bench-beat-clocked", services.celery_beat_argv("bench-beat-clocked")))
+    procs = []
     try:
+        procs.append(
+            common.worker("bench-stamp", concurrency=2, app="tests.benchmarks.noop_app", queue="bench_noop")
+        )
+        procs.append(
+            common.start_quiet("bench-beat-clocked", services.celery_beat_argv("bench-beat-clocked"))
+        )
         services.wait_until(
             lambda: client.llen("bench_stamps") >= ITEMS, timeout=LEAD + SPREAD + 60, interval=0.5
         )

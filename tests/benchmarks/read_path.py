@@ -19,10 +19,10 @@ INSERT INTO agent_runs (id, organization_id, agent_id, run_as_id, source, status
     context_key, provider, provider_context, input_snapshot, metadata, created_at, started_at,
     completed_at, lease_owner, attempt, last_error)
 SELECT gen_random_uuid(), o.org_id, o.agent_id,
-    CASE WHEN g % 4 = 0 THEN o.member_id ELSE o.owner_id END,
-    (ARRAY['manual', 'schedule', 'provider_event', 'follow_up'])[1 + g % 4],
-    CASE WHEN g % 100 = 1 THEN 'failed' WHEN g % 100 = 2 THEN 'cancelled'
-         WHEN g % 100 = 3 THEN 'interrupted' ELSE 'completed' END,
+    CASE WHEN g %% 4 = 0 THEN o.member_id ELSE o.owner_id END,
+    (ARRAY['manual', 'schedule', 'provider_event', 'follow_up'])[1 + g %% 4],
+    CASE WHEN g %% 100 = 1 THEN 'failed' WHEN g %% 100 = 2 THEN 'cancelled'
+         WHEN g %% 100 = 3 THEN 'interrupted' ELSE 'completed' END,
     '', '', '', '{}', '{"prompt": "!reply bench"}', '{}',
     now() - g * interval '1 second', now() - g * interval '1 second',
     now() - g * interval '1 second' + interval '2 seconds', 'bench@host/pid:1', 1, ''
@@ -31,9 +31,9 @@ FROM generate_series(1, %(n)s) AS g JOIN bench_orgs o ON o.i = g %% %(orgs)s
 LOAD_FOLLOW_UPS = """
 INSERT INTO agent_run_follow_ups (organization_id, agent_id, run_as_id, context_type, context_key,
     continuation_prompt, stop_conditions, scheduled_for, status, cancel_reason, last_error, created_at)
-SELECT o.org_id, o.agent_id, CASE WHEN g % 4 = 0 THEN o.member_id ELSE o.owner_id END, 'ticket',
-    'T-' || (g % 1000), '!reply later', '[]', now() + g * interval '1 minute',
-    CASE WHEN g % 10 = 0 THEN 'pending' ELSE 'completed' END, '', '', now() - g * interval '1 second'
+SELECT o.org_id, o.agent_id, CASE WHEN g %% 4 = 0 THEN o.member_id ELSE o.owner_id END, 'ticket',
+    'T-' || (g %% 1000), '!reply later', '[]', now() + g * interval '1 minute',
+    CASE WHEN g %% 10 = 0 THEN 'pending' ELSE 'completed' END, '', '', now() - g * interval '1 second'
 FROM generate_series(1, %(n)s) AS g JOIN bench_orgs o ON o.i = g %% %(orgs)s
 """
 

@@ -65,9 +65,12 @@ def main() -> int:
     name = urlparse(bench_url).path.lstrip("/")
     recreate(maintenance, name, create=True)
     os.environ["DATABASE_URL"] = bench_url
-    os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+    broker_url = os.environ.get("BENCH_CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+    # tests.settings (also read by the child processes) takes the broker from TEST_CELERY_BROKER_URL
+    os.environ["CELERY_BROKER_URL"] = os.environ["TEST_CELERY_BROKER_URL"] = broker_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.environ.setdefault("CONN_MAX_AGE", "600")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
 

@@ -85,12 +85,12 @@ def run() -> list[dict]:
     for size in SIZES:
         _fill_schedules(size, org, owner, agent)
         samples = []
-        for _ in range(3):
+        for _ in range(2):  # the better of two: a tick creates 1,000 runs, each sample costs seconds
             _make_due()
             seconds, started = common.timed(fire_due_schedules)
             assert started == DUE, started
             samples.append(seconds)
-        ticks[size] = sorted(samples)[1]
+        ticks[size] = min(samples)
         _fill_periodic_tasks(size)
         loads[size] = sorted(_load_beat_schedule() for _ in range(3))[1]
     rows = []
