@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DJANGO_SETTINGS_MODULE ?= agentpress.settings
 
 .PHONY: run test lint check venv migrate seed browser clean migrations bench soak openapi
 
@@ -34,8 +33,9 @@ lint: $(STAMP)
 # Browser tests drive Debian's Chromium; .ci/run installs it, elsewhere install it yourself.
 test: $(STAMP)
 	$(MAKE) lint
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS)
-	DATABASE_URL=sqlite:///$(CURDIR)/var/test-sqlite.sqlite3 $(BIN)/pytest -p no:cacheprovider -m sqlite $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider -n 2 -m "not reliability" $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider -m reliability $(PYTEST_ARGS)
+	DATABASE_URL=sqlite:///$(CURDIR)/var/test-sqlite.sqlite3 $(BIN)/pytest -p no:cacheprovider -n 2 -m sqlite $(PYTEST_ARGS)
 
 check: $(STAMP)
 	$(BIN)/python manage.py check
