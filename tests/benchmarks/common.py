@@ -86,6 +86,8 @@ def fixture_org(slug: str = "bench"):
         organization=org, user=member, defaults={"role": Role.MEMBER, "permissions": [MANAGE_ACTIONS]}
     )
     agent, _ = Agent.objects.get_or_create(
-        organization=org, name="Bench agent", defaults={"runtime": "scripted", "scheduled_runs_enabled": True}
+        organization=org,
+        name="Bench agent",
+        defaults={"runtime": "scripted", "scheduled_runs_enabled": True, "self_reschedule_enabled": True},
     )
     return org, owner, member, agent
