@@ -4,7 +4,7 @@ Owners and admins see the org; members with ``actions:manage`` see only rows who
 ``run_as`` is themselves (DESIGN §8).
 """
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 
 from agentpress.orgs.permissions import Access
 from automation.models import Action, AgentRun, FollowUp, ProviderEvent, Schedule
@@ -23,7 +23,13 @@ def runs_for(access: Access) -> QuerySet[AgentRun]:
 
 
 def runs_list(access: Access) -> QuerySet[AgentRun]:
-    return runs_for(access).select_related("agent", "run_as", "thread", "schedule", "action", "follow_up")
+    """Runs with what a list shows. Only agent and user are joined: each extra join of this
+    wide table costs more planning time than the small IN queries that prefetch the rest."""
+    return (
+        runs_for(access)
+        .select_related("agent", "run_as")
+        .prefetch_related("thread", "schedule", "action", "follow_up")
+    )
 
 
 def schedules_for(access: Access) -> QuerySet[Schedule]:
@@ -57,7 +63,3 @@ def runs_summary(access: Access) -> dict[str, int]:
 
 def agents_for(access: Access):
     return access.organization.agents.all()
-
-
-def scope_filter_for_run_as(access: Access) -> Q:
-    return Q() if access.org_wide else Q(run_as=access.user)

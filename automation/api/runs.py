@@ -125,7 +125,7 @@ class AgentRunListView(OrgScopedView):
     filterset_class = RunFilter
 
     def get_queryset(self):
-        return selectors.runs_list(self.access)
+        return selectors.runs_for(self.access).select_related("agent", "run_as")
 
     @extend_schema(
         operation_id="agent_runs_list",

@@ -11,8 +11,11 @@ class AgentRun(models.Model):
     """One automation attempt (DESIGN §4)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="runs")
-    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="runs")
+    # No single-column indexes on these two: the composite indexes below start with them.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="runs", db_index=False)
     run_as = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_runs")
     source = models.CharField(max_length=16, choices=RunSource.choices)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
@@ -75,11 +78,15 @@ class AgentRun(models.Model):
         indexes = [
             # Lists are ordered by (-created_at, -id): the id in the index spares a sort of the org.
             models.Index(fields=["organization", "-created_at", "-id"], name="agent_runs_org_created"),
-            models.Index(fields=["organization", "status", "-created_at", "-id"], name="agent_runs_org_status"),
-            # INCLUDE status: a member's summary counts are an index-only scan (PostgreSQL).
             models.Index(
-                fields=["organization", "run_as", "-created_at", "-id"], include=["status"], name="agent_runs_org_run_as"
+                fields=["organization", "status", "-created_at", "-id"], name="agent_runs_org_status"
             ),
+            models.Index(
+                fields=["organization", "run_as", "-created_at", "-id"], name="agent_runs_org_run_as"
+            ),
+            # Small (deduplicated) indexes that make the summary counts index-only scans.
+            models.Index(fields=["organization", "status"], name="agent_runs_org_status_count"),
+            models.Index(fields=["organization", "run_as", "status"], name="agent_runs_member_status_count"),
             models.Index(fields=["agent", "-created_at", "-id"], name="agent_runs_agent"),
             models.Index(
                 fields=["lease_expires_at"],
