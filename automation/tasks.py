@@ -3,11 +3,14 @@
 Periodic tasks are registered in django-celery-beat by ``setup_periodic_tasks``.
 """
 
+import logging
 import os
 
 from celery import shared_task
 
-from automation.services import execution, follow_ups, recovery, retention, schedules
+from automation.services import execution, follow_ups, recovery, retention, schedules, wakeups
+
+logger = logging.getLogger(__name__)
 
 
 def worker_id(task) -> str:
@@ -19,14 +22,30 @@ def execute_run(self, run_id: str) -> str:
     return execution.execute_run(run_id=run_id, worker=worker_id(self))
 
 
+def send_wakeups(task, times) -> None:
+    """Run ``task`` again at each instant; a wake-up that cannot be sent waits for the next tick."""
+    for at in times:
+        try:
+            task.apply_async(kwargs={"wakeup": True}, eta=at, retry=False)
+        except Exception as exc:
+            logger.warning("Could not send a wake-up of %s: %s", task.name, exc)
+            return
+
+
 @shared_task(name="automation.fire_due_schedules")
-def fire_due_schedules() -> int:
-    return schedules.fire_due_schedules()
+def fire_due_schedules(wakeup: bool = False) -> int:
+    started = schedules.fire_due_schedules()
+    if not wakeup:  # only the periodic tick looks ahead, so wake-ups never multiply
+        send_wakeups(fire_due_schedules, wakeups.schedule_wakeups())
+    return started
 
 
 @shared_task(name="automation.fire_due_follow_ups")
-def fire_due_follow_ups() -> int:
-    return follow_ups.fire_due_follow_ups()
+def fire_due_follow_ups(wakeup: bool = False) -> int:
+    started = follow_ups.fire_due_follow_ups()
+    if not wakeup:
+        send_wakeups(fire_due_follow_ups, wakeups.follow_up_wakeups())
+    return started
 
 
 @shared_task(name="automation.dispatch_pending_runs")
