@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole
 from agentpress.agents.runtime import Tool
-from agentpress.orgs.models import Organization
 from automation import follow_up_requests, stop_conditions
 from automation.follow_up_requests import Refused
 from automation.models import AgentRun, FollowUp
@@ -47,8 +46,7 @@ def _record_on_previous(follow_up: FollowUp, kind: str, **detail) -> None:
 
 def tools_for_run(*, run, lease_token) -> list[Tool]:
     """The ``schedule_follow_up`` tool, offered only while the org and the agent allow it."""
-    organization = Organization.objects.get(pk=run.organization_id)
-    if follow_up_requests.capability_refusal(organization, run.agent):
+    if follow_up_requests.capability_refusal(run.organization, run.agent):
         return []
     return [
         Tool(
