@@ -1,11 +1,9 @@
 import json
-import threading
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import openai
 import pytest
-from django.db import connection
 from django.utils import timezone
 from openai.types.chat import ChatCompletion
 
@@ -14,6 +12,7 @@ from automation.services import follow_ups, recovery, runs
 from automation.services.execution import execute_run
 from automation.states import FollowUpStatus, InvalidTransition, RunSource, RunStatus
 from tests.factories import AgentRunFactory, FollowUpFactory, MessageFactory
+from tests.support.concurrency import run_concurrently
 from tests.support.services import require_postgres
 
 START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -426,21 +425,7 @@ def test_two_concurrent_firings_over_500_due_follow_ups_start_exactly_500_runs(r
         )
         for n in range(500)
     )
-    barrier = threading.Barrier(2)
-    started = []
-
-    def firer():
-        try:
-            barrier.wait()
-            started.append(follow_ups.fire_due_follow_ups())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=firer) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    started = run_concurrently(follow_ups.fire_due_follow_ups)
     assert sum(started) == 500 and all(started), started  # both shared the work
     assert AgentRun.objects.filter(source=RunSource.FOLLOW_UP).count() == 500
     assert FollowUp.objects.filter(status=FollowUpStatus.RUNNING, run__isnull=False).count() == 500

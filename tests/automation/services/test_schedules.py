@@ -1,4 +1,3 @@
-import threading
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from automation.models import AgentRun, Schedule
 from automation.services import runs, schedules
 from automation.states import RunSource, RunStatus
 from tests.factories import AgentRunFactory
+from tests.support.concurrency import run_concurrently
 from tests.support.services import require_postgres
 
 T0 = datetime(2030, 1, 1, 8, 30, tzinfo=UTC)
@@ -295,21 +295,7 @@ def test_two_dispatchers_over_a_thousand_due_schedules_create_each_slot_once(ros
         )
         for n in range(1000)
     )  # fmt: skip
-    barrier = threading.Barrier(2)
-    started = []
-
-    def dispatcher():
-        try:
-            barrier.wait()
-            started.append(schedules.fire_due_schedules())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=dispatcher) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    started = run_concurrently(schedules.fire_due_schedules)
     assert sum(started) == 1000
     assert AgentRun.objects.filter(source=RunSource.SCHEDULE, scheduled_for=slot).count() == 1000
     assert AgentRun.objects.values("schedule").distinct().count() == 1000
