@@ -49,7 +49,9 @@ class FollowUp(models.Model):
             models.Index(fields=["organization", "status", "scheduled_for"], name="follow_ups_org_status"),
             # The API lists by (-scheduled_for, -id): these serve it without a sort.
             models.Index(fields=["organization", "-scheduled_for", "-id"], name="follow_ups_org_scheduled"),
-            models.Index(fields=["organization", "run_as", "-scheduled_for", "-id"], name="follow_ups_org_run_as"),
+            models.Index(
+                fields=["organization", "run_as", "-scheduled_for", "-id"], name="follow_ups_org_run_as"
+            ),
             models.Index(fields=["organization", "context_type", "context_key"], name="follow_ups_context"),
             models.Index(fields=["thread"], name="follow_ups_thread"),
         ]

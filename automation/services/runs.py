@@ -204,7 +204,9 @@ def claim_run(*, run_id, worker: str) -> Lease | None:
             return None
         record_event(run_id, "claimed", worker=worker, attempt=locked + 1)
     return Lease(
-        run=AgentRun.objects.select_related("agent", "thread", "organization").get(pk=run_id), token=token, owner=worker
+        run=AgentRun.objects.select_related("agent", "thread", "organization").get(pk=run_id),
+        token=token,
+        owner=worker,
     )
 
 
