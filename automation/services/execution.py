@@ -7,6 +7,7 @@ honour, and whatever the agent returns afterwards is discarded by the fenced wri
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import connection
@@ -40,6 +41,7 @@ class Heartbeat(threading.Thread):
 
     def run(self):
         with bound_contextvars(**self.log_fields):
+            last_beat = time.monotonic()
             try:
                 while not self.finished.wait(self.interval):
                     try:
@@ -51,8 +53,18 @@ class Heartbeat(threading.Thread):
                     if not alive:
                         self.cancel.set()
                         return
+                    last_beat = self._note_gap(last_beat)
             finally:
                 connection.close()
+
+    def _note_gap(self, last_beat: float) -> float:
+        """Put a late heartbeat on the timeline: the lease came close to expiring."""
+        now = time.monotonic()
+        if now - last_beat > 2 * self.interval:
+            record_event(
+                self.run_id, "heartbeat_gap", seconds=round(now - last_beat, 1), expected=self.interval
+            )
+        return now
 
     def stop(self):
         self.finished.set()
