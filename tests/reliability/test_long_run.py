@@ -61,5 +61,6 @@ def test_a_run_longer_than_the_visibility_timeout_executes_once(roster, owner_to
     kinds = list(run.events.values_list("kind", flat=True))
     assert kinds == ["created", "claimed", "completed"], kinds
     assert_each_executed_once([run_id])
-    # the redelivered message reached the other worker, which found the run claimed
-    wait_until(lambda: len(REFUSED.findall(idle.output())) == 1, timeout=5, message="redelivery refused")
+    # the redelivered message reached the other worker, which found the run claimed (a slow
+    # machine may restore the still-unacked original once more: every copy is refused the same)
+    wait_until(lambda: len(REFUSED.findall(idle.output())) >= 1, timeout=15, message="redelivery refused")
