@@ -154,7 +154,8 @@ def check_conservation(*, manual, cancelled, stopped_at) -> None:
     # every schedule slot became one run, or was counted skipped or missed
     for schedule in Schedule.objects.all():
         slots, slot = [], schedule.run_at
-        while slot <= stopped_at:
+        # the last tick may have sent a wake-up for a slot up to one tick (1 s) after the stop
+        while slot <= stopped_at + timedelta(seconds=1):
             slots.append(slot)
             slot += timedelta(minutes=1)
         fired = list(schedule.runs.values_list("scheduled_for", flat=True))
