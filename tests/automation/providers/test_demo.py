@@ -9,6 +9,7 @@ from django.test import Client
 
 from automation.management.demo import provider_events as demo
 from automation.models import Action, AgentRun, ProviderEvent
+from tests.support.services import require
 
 # stands in for curl: prints what would be sent
 FAKE_CURL = (
@@ -46,8 +47,7 @@ def test_demo_has_events_in_each_status_and_is_idempotent(roster):
 
 @pytest.mark.sqlite
 def test_printed_curl_command_sends_a_correctly_signed_event(roster):
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
+    require(shutil.which("openssl") is not None, "openssl (the printed command signs with it)")
     snippet = seed(roster).split("running demo:", 1)[1]
     sent = subprocess.run(
         ["bash", "-c", FAKE_CURL + snippet], capture_output=True, text=True, check=True
