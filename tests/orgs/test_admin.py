@@ -1,4 +1,5 @@
 import pytest
+from django.utils import timezone
 
 from tests.factories import AgentRunFactory
 
@@ -53,3 +54,41 @@ def test_admin_cancel_action_calls_the_service(client, roster):
     run.refresh_from_db()
     assert run.status == "cancelled"
     assert run.events.filter(kind="cancelled", detail__by="owner").exists()
+
+
+def test_admin_schedule_actions_call_the_services_and_report_refusals(client, roster):
+    from tests.factories import ScheduleFactory
+
+    schedule = ScheduleFactory(agent=roster.agent, run_as=roster.owner, run_at=timezone.now())
+    client.force_login(roster.owner)
+    url = "/admin/automation/schedule/"
+    response = client.post(
+        url, {"action": "disable_schedules", "_selected_action": [schedule.pk]}, follow=True
+    )
+    schedule.refresh_from_db()
+    assert not schedule.enabled and "1 schedule(s) disabled." in response.content.decode()
+    response = client.post(
+        url, {"action": "run_schedules_now", "_selected_action": [schedule.pk]}, follow=True
+    )
+    body = response.content.decode()
+    assert "0 schedule(s) started" in body and f"Not changed: {schedule.name}:" in body
+    client.post(url, {"action": "enable_schedules", "_selected_action": [schedule.pk]})
+    schedule.refresh_from_db()
+    assert schedule.enabled and schedule.next_run_at is not None
+
+
+def test_admin_follow_up_cancel_action(client, roster):
+    from tests.factories import FollowUpFactory
+
+    pending = FollowUpFactory(agent=roster.agent, run_as=roster.owner)
+    done = FollowUpFactory(agent=roster.agent, run_as=roster.owner, status="completed")
+    client.force_login(roster.owner)
+    response = client.post(
+        "/admin/automation/followup/",
+        {"action": "cancel_follow_ups", "_selected_action": [pending.pk, done.pk]},
+        follow=True,
+    )
+    body = response.content.decode()
+    pending.refresh_from_db()
+    assert pending.status == "cancelled" and "owner" in pending.cancel_reason
+    assert "1 follow-up(s) cancelled." in body and f"Not changed: {done.pk}:" in body
