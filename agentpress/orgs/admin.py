@@ -4,7 +4,7 @@ Superusers see everything. A user who owns an organization may sign in and sees 
 edits only the rows of the orgs they own; nobody else gets the admin.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
@@ -81,6 +81,24 @@ class OrgScopedAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return self._may(request, obj)
+
+    def row_label(self, obj) -> str:
+        return str(obj.pk)
+
+    def apply_each(self, request, queryset, change, *, noun: str, verb: str, refusals: tuple) -> None:
+        """Call a service on each selected row; report how many changed and why the others did not."""
+        changed, refused = 0, []
+        for obj in queryset:
+            try:
+                change(obj)
+                changed += 1
+            except refusals as exc:
+                refused.append(
+                    f"{self.row_label(obj)}: {' '.join(getattr(exc, 'messages', None) or [str(exc)])}"
+                )
+        self.message_user(request, f"{changed} {noun}(s) {verb}.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if not request.user.is_superuser:

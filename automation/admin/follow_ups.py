@@ -1,6 +1,6 @@
 """Admin for follow-ups: browse them and cancel the pending ones (through the service)."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
 from automation.models import FollowUp
@@ -30,17 +30,13 @@ class FollowUpAdmin(OrgScopedAdmin):
 
     @admin.action(description="Cancel selected follow-ups (pending only)")
     def cancel_follow_ups(self, request, queryset):
-        cancelled, refused = 0, []
-        for follow_up in queryset:
-            try:
-                follow_up_services.cancel_follow_up(
-                    follow_up_id=follow_up.pk,
-                    actor=request.user,
-                    reason=f"Cancelled in the admin by {request.user}.",
-                )
-                cancelled += 1
-            except InvalidTransition as exc:
-                refused.append(f"{follow_up.pk}: {exc}")
-        self.message_user(request, f"{cancelled} follow-up(s) cancelled.", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
+        def cancel(follow_up):
+            follow_up_services.cancel_follow_up(
+                follow_up_id=follow_up.pk,
+                actor=request.user,
+                reason=f"Cancelled in the admin by {request.user}.",
+            )
+
+        self.apply_each(
+            request, queryset, cancel, noun="follow-up", verb="cancelled", refusals=(InvalidTransition,)
+        )

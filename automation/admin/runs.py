@@ -1,4 +1,4 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
 from automation.models import AgentRun, RunEvent
@@ -57,13 +57,5 @@ class AgentRunAdmin(OrgScopedAdmin):
         )
 
     def _apply(self, request, queryset, change, verb):
-        changed, refused = 0, []
-        for run in queryset:
-            try:
-                change(run)
-                changed += 1
-            except (InvalidTransition, run_services.ContextBusy) as exc:
-                refused.append(f"{run.pk}: {exc}")
-        self.message_user(request, f"{changed} run(s) {verb}.", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
+        refusals = (InvalidTransition, run_services.ContextBusy)
+        self.apply_each(request, queryset, change, noun="run", verb=verb, refusals=refusals)

@@ -4,7 +4,7 @@ actions (enable, disable, Run now) call them too."""
 from copy import copy
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.forms.models import construct_instance
 from django.utils import timezone
@@ -70,21 +70,17 @@ class ScheduleAdmin(OrgScopedAdmin):
 
     @admin.action(description="Enable selected schedules (next run from now)")
     def enable_schedules(self, request, queryset):
-        self._apply(
-            request,
-            queryset,
-            lambda s: schedule_services.schedule_set_enabled(schedule=s, enabled=True, actor=request.user),
-            "enabled",
-        )
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description="Disable selected schedules (rows and runs stay)")
     def disable_schedules(self, request, queryset):
-        self._apply(
-            request,
-            queryset,
-            lambda s: schedule_services.schedule_set_enabled(schedule=s, enabled=False, actor=request.user),
-            "disabled",
-        )
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(self, request, queryset, enabled: bool):
+        def change(schedule):
+            schedule_services.schedule_set_enabled(schedule=schedule, enabled=enabled, actor=request.user)
+
+        self._apply(request, queryset, change, "enabled" if enabled else "disabled")
 
     @admin.action(description="Run selected schedules now (respects the overlap policy)")
     def run_schedules_now(self, request, queryset):
@@ -95,14 +91,8 @@ class ScheduleAdmin(OrgScopedAdmin):
 
         self._apply(request, queryset, run_now, "started (or queued behind an active run)")
 
+    def row_label(self, obj) -> str:
+        return str(obj)
+
     def _apply(self, request, queryset, change, verb):
-        changed, refused = 0, []
-        for schedule in queryset:
-            try:
-                change(schedule)
-                changed += 1
-            except ValidationError as exc:
-                refused.append(f"{schedule}: {' '.join(exc.messages)}")
-        self.message_user(request, f"{changed} schedule(s) {verb}.", messages.SUCCESS)
-        if refused:
-            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
+        self.apply_each(request, queryset, change, noun="schedule", verb=verb, refusals=(ValidationError,))
