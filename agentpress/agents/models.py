@@ -13,6 +13,14 @@ class Agent(models.Model):
     scheduled_runs_enabled = models.BooleanField("Scheduled runs", default=False)
     self_reschedule_enabled = models.BooleanField("Self-reschedule", default=False)
     enabled = models.BooleanField(default=True)
+    # Tools the agent may call (names from the tool registry); empty list: the defaults.
+    tools = models.JSONField(default=list, blank=True)
+    # Admission (DESIGN §7a): empty means the AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT default.
+    max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True)
+    daily_run_limit = models.PositiveIntegerField(null=True, blank=True)
+    daily_token_limit = models.PositiveBigIntegerField(null=True, blank=True)
+    daily_cost_limit = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    max_tokens_per_run = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

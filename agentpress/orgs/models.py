@@ -16,6 +16,17 @@ class Organization(models.Model):
         default=90,
         help_text="Finished runs, their timelines and ended follow-ups older than this are deleted.",
     )
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        help_text="IANA time zone in which daily budgets and reports are counted.",
+    )
+    # Admission (DESIGN §7a): empty means the AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG default.
+    max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True)
+    # Daily budgets counted in ``timezone``; empty means no limit.
+    daily_run_limit = models.PositiveIntegerField(null=True, blank=True)
+    daily_token_limit = models.PositiveBigIntegerField(null=True, blank=True)
+    daily_cost_limit = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

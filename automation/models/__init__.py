@@ -1,7 +1,20 @@
 from .audit import AuditEntry
-from .follow_ups import FollowUp
-from .provider_events import Action, ProviderEvent
-from .runs import AgentRun, RunEvent
+from .follow_ups import FollowUp, FollowUpRefusal
+from .provider_events import Action, ProviderEvent, RefusedDelivery
+from .runs import AgentRun, ModelCall, RunEvent, ToolCall, Worker
 from .schedules import Schedule
 
-__all__ = ["Action", "AgentRun", "AuditEntry", "FollowUp", "ProviderEvent", "RunEvent", "Schedule"]
+__all__ = [
+    "Action",
+    "AgentRun",
+    "AuditEntry",
+    "FollowUp",
+    "FollowUpRefusal",
+    "ModelCall",
+    "ProviderEvent",
+    "RefusedDelivery",
+    "RunEvent",
+    "Schedule",
+    "ToolCall",
+    "Worker",
+]

@@ -58,3 +58,40 @@ class FollowUp(models.Model):
 
     def __str__(self):
         return f"Follow-up {self.pk} ({self.status})"
+
+
+class FollowUpRefusal(models.Model):
+    """A ``schedule_follow_up`` request refused back to the agent, kept as a record."""
+
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(
+        "automation.AgentRun",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="follow_up_refusals",
+    )
+    run_as = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    thread = models.ForeignKey(
+        "agents.Thread", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    context_type = models.CharField(max_length=64, blank=True)
+    context_key = models.CharField(max_length=255, blank=True)
+    code = models.CharField(max_length=64)  # delay_out_of_bounds, capability_off, chain_too_long, …
+    reason = models.TextField()
+    arguments = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "agent_run_follow_up_refusals"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="fu_refusals_org_created"),
+            models.Index(fields=["organization", "run_as", "-created_at"], name="fu_refusals_org_run_as"),
+        ]
+
+    def __str__(self):
+        return f"refused ({self.code})"

@@ -39,6 +39,9 @@ class Action(models.Model):
         max_length=200, blank=True, help_text="JSON pointer, e.g. /ticket/id"
     )
     debounce_seconds = models.PositiveIntegerField(null=True, blank=True)
+    reply_url = models.URLField(
+        max_length=500, blank=True, help_text="Where the send_reply tool POSTs replies (signed)."
+    )
     # Fixed-window delivery counter for the per-action rate limit (services/rate_limits.py).
     rate_window_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     rate_window_count = models.PositiveIntegerField(default=0, editable=False)
@@ -104,3 +107,32 @@ class ProviderEvent(models.Model):
 
     def __str__(self):
         return f"{self.action} event {self.event_id} ({self.status})"
+
+
+class RefusedDelivery(models.Model):
+    """A delivery refused before it was stored as an event (bounded log; never the body)."""
+
+    organization = models.ForeignKey(
+        "orgs.Organization", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    action = models.ForeignKey(
+        Action, null=True, blank=True, on_delete=models.CASCADE, related_name="refusals"
+    )
+    action_ref = models.CharField(max_length=100, blank=True)  # the id in the URL, known or not
+    reason = models.CharField(max_length=64)  # signature, timestamp, size, unknown_action, malformed, …
+    detail = models.CharField(max_length=300, blank=True)
+    source_address = models.GenericIPAddressField(null=True, blank=True)
+    body_size = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveIntegerField(default=400)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "provider_refused_deliveries"
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "-received_at"], name="refused_org_received"),
+            models.Index(fields=["received_at"], name="refused_received"),
+        ]
+
+    def __str__(self):
+        return f"refused ({self.reason}) at {self.received_at:%Y-%m-%d %H:%M:%S}"

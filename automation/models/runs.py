@@ -55,6 +55,13 @@ class AgentRun(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
 
+    # Why a pending run has not started yet (DESIGN §7a); set and cleared by the engine.
+    waiting_reason = models.CharField(max_length=300, blank=True)
+    # Usage totals: the sum of the run's model calls, written with its completion.
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+
     lease_owner = models.CharField(max_length=255, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True)
@@ -131,3 +138,91 @@ class RunEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ModelCall(models.Model):
+    """One call to a model endpoint made by a run (table ``agent_run_model_calls``)."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        RETRIED = "retried", "Retried"
+        ERROR = "error", "Error"
+
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="model_calls")
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="+")
+    endpoint = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.OK)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "agent_run_model_calls"
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["run", "created_at"], name="model_calls_run"),
+            models.Index(fields=["organization", "created_at"], name="model_calls_org_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.endpoint}/{self.model} attempt {self.attempt} ({self.outcome})"
+
+
+class ToolCall(models.Model):
+    """A side-effecting tool call, stored under its idempotency key with its result.
+
+    A retried or replayed run that makes the same call gets the stored result back
+    instead of acting again (DESIGN §7a).
+    """
+
+    class Outcome(models.TextChoices):
+        DONE = "done", "Done"
+        SUPPRESSED = "suppressed", "Suppressed by a stop condition"
+        REFUSED = "refused", "Refused"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="tool_call_records")
+    organization = models.ForeignKey("orgs.Organization", on_delete=models.CASCADE, related_name="+")
+    tool = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    arguments = models.JSONField(default=dict, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    result = models.JSONField(default=dict, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "agent_run_tool_calls"
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["run", "created_at"], name="tool_calls_run")]
+
+    def __str__(self):
+        return f"{self.tool} ({self.outcome})"
+
+
+class Worker(models.Model):
+    """A worker process as seen by its own batched heartbeat (the console's Workers view)."""
+
+    name = models.CharField(max_length=255, unique=True)  # the lease_owner it writes on runs
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    concurrency = models.PositiveIntegerField(default=0)
+    in_flight = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_beat_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "agent_run_workers"
+        ordering = ["-last_beat_at", "name"]
+
+    def __str__(self):
+        return self.name
