@@ -4,8 +4,10 @@ Celery's warm shutdown (SIGTERM to the main process) stops consuming and waits f
 running tasks. A run's agent may take longer than the orchestrator will wait, so every
 process that executes runs keeps a registry of them, and when it learns of the shutdown
 it starts ``AUTOMATION_SHUTDOWN_GRACE_SECONDS``. Runs still going when it expires are
-interrupted through ``interrupt_run`` (fenced by their lease token) with an error saying
-the worker shut down, then their agents are stopped through their cancel events.
+interrupted through the ``interrupt`` callable their executor registered with them
+(fenced by their lease token) with an error saying the worker shut down, then their
+agents are stopped through their cancel events. This module knows no run services: the
+executor above it passes in how to interrupt.
 
 How a process learns of the shutdown:
 - the main process from Celery's ``worker_shutting_down`` (solo and thread pools run
@@ -21,10 +23,13 @@ their leases expire.
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
+
+from agentpress.ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class ActiveRun:
     lease_token: object
     cancel: threading.Event
     worker: str
+    interrupt: Callable[..., bool]  # interrupt(error=...) -> whether the run was still ours
 
 
 _lock = threading.Lock()
@@ -49,10 +55,13 @@ def shutting_down() -> bool:
 
 
 class guard_run:
-    """Context manager around one run's execution: registers it for the shutdown hook."""
+    """Context manager around one run's execution: registers it for the shutdown hook.
+    ``interrupt(error=...)`` ends the run (fenced by its lease) when the grace runs out."""
 
-    def __init__(self, *, run_id, lease_token, cancel: threading.Event, worker: str):
-        self.entry = ActiveRun(run_id, lease_token, cancel, worker)
+    def __init__(
+        self, *, run_id, lease_token, cancel: threading.Event, worker: str, interrupt: Callable[..., bool]
+    ):
+        self.entry = ActiveRun(run_id, lease_token, cancel, worker, interrupt)
 
     def __enter__(self):
         with _lock:
@@ -91,9 +100,6 @@ def _grace_ran_out() -> None:
 
 
 def _interrupt(entries: list[ActiveRun]) -> None:
-    from agentpress.ops import metrics
-    from automation.services.runs import interrupt_run
-
     grace = settings.AUTOMATION_SHUTDOWN_GRACE_SECONDS
     for entry in entries:
         error = (
@@ -101,9 +107,7 @@ def _interrupt(entries: list[ActiveRun]) -> None:
             f"{grace:g}s shutdown grace period (AUTOMATION_SHUTDOWN_GRACE_SECONDS); the agent was stopped."
         )
         try:
-            if interrupt_run(
-                run_id=entry.run_id, error=error, lease_token=entry.lease_token, kind="worker_shutdown"
-            ):
+            if entry.interrupt(error=error):
                 metrics.SHUTDOWN_INTERRUPTIONS.inc()
                 logger.warning("Interrupted run %s: its worker is shutting down", entry.run_id)
         except Exception:  # the lease sweep recovers the run if this write fails
@@ -142,8 +146,6 @@ def _on_worker_ready(**kwargs) -> None:
     if not port:
         return
     from prometheus_client import start_http_server
-
-    from agentpress.ops import metrics
 
     # Counters only: the database gauges are served once, by the web's /metrics.
     start_http_server(port, registry=metrics.process_registry())

@@ -3,6 +3,7 @@ from django.contrib import admin
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
 from automation.models import AgentRun, RunEvent
 from automation.services import runs as run_services
+from automation.services.settlement import cancel_run
 from automation.states import InvalidTransition
 
 RUN_TIMING_FIELDS = [
@@ -43,7 +44,7 @@ class AgentRunAdmin(OrgScopedAdmin):
         self._apply(
             request,
             queryset,
-            lambda run: run_services.cancel_run(run_id=run.pk, actor=request.user, reason="admin action"),
+            lambda run: cancel_run(run_id=run.pk, actor=request.user, reason="admin action"),
             "cancelled",
         )
 

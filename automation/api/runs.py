@@ -14,6 +14,7 @@ from automation import selectors
 from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict, parse_uuid
 from automation.models import AgentRun, RunEvent
 from automation.services import runs as run_services
+from automation.services.settlement import cancel_run
 from automation.states import RunSource, RunStatus
 
 
@@ -205,7 +206,7 @@ class AgentRunCancelView(RunObjectView):
     )
     def post(self, request, org_slug, run_id):
         run = self.get_object()
-        run_services.cancel_run(run_id=run.pk, actor=request.user, reason="cancelled through the API")
+        cancel_run(run_id=run.pk, actor=request.user, reason="cancelled through the API")
         return Response(self.get_serializer(self.get_object()).data)
 
 

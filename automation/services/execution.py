@@ -8,6 +8,7 @@ honour, and whatever the agent returns afterwards is discarded by the fenced wri
 import logging
 import threading
 import time
+from functools import partial
 
 from django.conf import settings
 from django.db import connection
@@ -17,14 +18,8 @@ from agentpress.agents.models import Message
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, get_runtime
 from agentpress.ops import lifecycle, logs, metrics
 from automation.services import follow_ups
-from automation.services.runs import (
-    claim_run,
-    complete_run,
-    fail_run,
-    format_error,
-    heartbeat_run,
-    record_event,
-)
+from automation.services.runs import claim_run, format_error, heartbeat_run, record_event
+from automation.services.settlement import complete_run, fail_run, interrupt_run
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +83,13 @@ def execute_run(*, run_id, worker: str) -> str:
     cancel = threading.Event()
     with (
         logs.bind_run(run, worker=worker),
-        lifecycle.guard_run(run_id=run.pk, lease_token=lease.token, cancel=cancel, worker=worker),
+        lifecycle.guard_run(
+            run_id=run.pk,
+            lease_token=lease.token,
+            cancel=cancel,
+            worker=worker,
+            interrupt=partial(interrupt_run, run_id=run.pk, lease_token=lease.token, kind="worker_shutdown"),
+        ),
     ):
         logger.info("Run claimed (attempt %s)", run.attempt)
         outcome = _invoke(run, lease, cancel, worker)

@@ -19,7 +19,7 @@ from automation import follow_up_requests, stop_conditions
 from automation.follow_up_requests import Refused
 from automation.models import AgentRun, FollowUp
 from automation.services.audit import audit_record
-from automation.services.runs import ContextBusy, format_error, interrupt_run, record_event, run_create
+from automation.services.runs import ContextBusy, format_error, record_event, run_create
 from automation.states import (
     FOLLOW_UP_OUTCOME,
     FOLLOW_UP_TRANSITIONS,
@@ -337,11 +337,11 @@ def _settle(follow_up_id, run: AgentRun) -> bool:
 
 
 def repair_bookkeeping() -> int:
-    """Repair what a crash between a run's end and its follow-up's settling left behind.
+    """Repair the follow-ups a crash between a run's end and its follow-up's settling left behind.
 
-    A follow-up ``running`` whose run ended is settled as the run ended (or failed if
-    its run is gone); a pending or running run whose follow-up is not ``running`` is
-    interrupted with a ``last_error`` that says so. Each repair is recorded.
+    A follow-up ``running`` whose run ended is settled as the run ended (or failed if its
+    run is gone). Each repair is recorded. The other half, a run whose follow-up is not
+    ``running``, is ended by the recovery sweep (ending a run settles more than follow-ups).
     """
     repaired = 0
     ended = FollowUp.objects.filter(
@@ -363,17 +363,22 @@ def repair_bookkeeping() -> int:
         ).update(status=FollowUpStatus.FAILED, completed_at=now, last_error=error):
             _record_on_previous(follow_up, "follow_up_repaired", status=FollowUpStatus.FAILED, error=error)
             repaired += 1
+    return repaired
+
+
+def runs_with_broken_bookkeeping() -> list[tuple[object, str]]:
+    """Active runs whose follow-up is not ``running`` (so their outcome could not be
+    recorded), each with the error to interrupt it with."""
     broken = (
         AgentRun.objects.filter(status__in=RUN_ACTIVE, follow_up__isnull=False)
         .exclude(follow_up__status=FollowUpStatus.RUNNING)
         .values_list("pk", "follow_up_id", "follow_up__status")[:BATCH]
     )
-    for run_id, follow_up_id, status in broken:
-        error = (
+    return [
+        (
+            run_id,
             f"Follow-up bookkeeping broken: this run fulfils follow-up {follow_up_id}, which is {status} "
-            "instead of running, so its outcome could not be recorded. Interrupted by the recovery sweep."
+            "instead of running, so its outcome could not be recorded. Interrupted by the recovery sweep.",
         )
-        if interrupt_run(run_id=run_id, error=error, kind="follow_up_bookkeeping_broken"):
-            logger.warning("Interrupted run %s: follow-up %s is %s", run_id, follow_up_id, status)
-            repaired += 1
-    return repaired
+        for run_id, follow_up_id, status in broken
+    ]

@@ -14,7 +14,8 @@ from structlog.contextvars import bound_contextvars
 from agentpress.ops import logs, metrics
 from automation.models import AgentRun
 from automation.services import follow_ups, provider_events
-from automation.services.runs import dispatch_run, interrupt_run
+from automation.services.runs import dispatch_run
+from automation.services.settlement import interrupt_run
 from automation.states import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,17 @@ def recover_stale_leases() -> int:
     return recovered
 
 
+def interrupt_runs_with_broken_follow_ups() -> int:
+    """Interrupt each active run whose follow-up bookkeeping broke (the follow-up is no
+    longer ``running``), so that it ends visibly instead of finishing unrecorded."""
+    interrupted = 0
+    for run_id, error in follow_ups.runs_with_broken_bookkeeping():
+        if interrupt_run(run_id=run_id, error=error, kind="follow_up_bookkeeping_broken"):
+            logger.warning("Interrupted run %s: %s", run_id, error)
+            interrupted += 1
+    return interrupted
+
+
 def redispatch_pending_runs() -> int:
     """Send due pending runs that were never sent, or whose message seems lost."""
     now = timezone.now()
@@ -84,7 +96,7 @@ def sweep() -> dict:
     """One pass of every repair; each part is independent of the others."""
     return {
         "interrupted": recover_stale_leases(),
-        "follow_ups_repaired": follow_ups.repair_bookkeeping(),
+        "follow_ups_repaired": follow_ups.repair_bookkeeping() + interrupt_runs_with_broken_follow_ups(),
         "contexts_drained": provider_events.drain_missed_contexts(),
         "redispatched": redispatch_pending_runs(),
     }

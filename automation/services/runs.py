@@ -1,9 +1,14 @@
-"""Every status change of an ``AgentRun`` (DESIGN §4).
+"""Every status change of an ``AgentRun`` (DESIGN §4): the bottom of the services.
 
 Each transition is one guarded ``UPDATE … WHERE status IN (…)`` (plus the lease token
 where a worker acts), followed by a ``RunEvent`` in the same transaction. Zero rows
 updated means another actor won; the caller gets ``None``/``False`` or
 ``InvalidTransition``, never an overwrite.
+
+This module knows nothing of what hangs on a run (follow-ups, provider events, schedule
+slots): the ``mark_*`` transitions that end a run return the ended row, and
+``automation.services.settlement`` settles the rest in the same transaction. Callers end
+runs through that module.
 """
 
 import logging
@@ -12,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery import signature
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -161,12 +167,15 @@ def run_create(
     return run
 
 
-def dispatch_run(*, run_id) -> bool:
-    """Send ``execute_run`` to the broker. A failure leaves the run pending for the sweep."""
-    from automation.tasks import execute_run
+EXECUTE_RUN_TASK = "automation.execute_run"
 
+
+def dispatch_run(*, run_id) -> bool:
+    """Send ``execute_run`` to the broker. A failure leaves the run pending for the sweep.
+
+    The task is named, not imported: tasks sit above the services and call them."""
     try:
-        execute_run.apply_async(args=[str(run_id)], retry=False)
+        signature(EXECUTE_RUN_TASK, args=[str(run_id)]).apply_async(retry=False)
     except Exception as exc:  # broker down: the run is stored; redispatch_pending_runs re-sends it
         logger.warning("Could not send run %s to the broker: %s", run_id, exc)
         record_event(run_id, "dispatch_failed", error=f"{type(exc).__name__}: {exc}")
@@ -222,35 +231,35 @@ def heartbeat_run(*, run_id, lease_token) -> bool:
     )
 
 
-def complete_run(*, run_id, lease_token, messages, tool_calls, worker: str) -> bool:
-    """``running → completed`` and the agent's messages, only while the lease is ours."""
+def mark_completed(*, run_id, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:
+    """``running → completed`` and the agent's messages, only while the lease is ours.
+    Returns the ended run, or ``None`` when the result came too late (recorded as such)."""
     with transaction.atomic():
         done = _transition(run_id, RunStatus.COMPLETED, expect_token=lease_token, completed_at=timezone.now())
         if not done:
             _discard_late_result(run_id, worker, "completed")
-            return False
+            return None
         run = AgentRun.objects.get(pk=run_id)
         Message.objects.bulk_create(
             Message(thread_id=run.thread_id, run=run, role=m.role, content=m.content, metadata=m.metadata)
             for m in messages
         )
         record_event(run_id, "completed", worker=worker, messages=len(messages), tool_calls=len(tool_calls))
-        run_ended(run)
-    return True
+    return run
 
 
-def fail_run(*, run_id, lease_token, error: str, worker: str) -> bool:
-    """``running → failed`` with ``last_error``, only while the lease is ours."""
+def mark_failed(*, run_id, lease_token, error: str, worker: str) -> AgentRun | None:
+    """``running → failed`` with ``last_error``, only while the lease is ours.
+    Returns the ended run, or ``None`` when the result came too late (recorded as such)."""
     with transaction.atomic():
         done = _transition(
             run_id, RunStatus.FAILED, expect_token=lease_token, completed_at=timezone.now(), last_error=error
         )
         if not done:
             _discard_late_result(run_id, worker, "failed")
-            return False
+            return None
         record_event(run_id, "failed", worker=worker, error=error.splitlines()[0][:300] if error else "")
-        run_ended(AgentRun.objects.get(pk=run_id))
-    return True
+        return AgentRun.objects.get(pk=run_id)
 
 
 def _discard_late_result(run_id, worker: str, outcome: str) -> None:
@@ -261,8 +270,9 @@ def _discard_late_result(run_id, worker: str, outcome: str) -> None:
     )
 
 
-def cancel_run(*, run_id, actor=None, reason: str = "") -> AgentRun:
-    """``pending|running → cancelled``. A running agent notices at its next heartbeat and stops."""
+def mark_cancelled(*, run_id, actor=None, reason: str = "") -> AgentRun:
+    """``pending|running → cancelled``, or ``InvalidTransition``. A running agent notices at
+    its next heartbeat and stops."""
     with transaction.atomic():
         done = _transition(
             run_id, RunStatus.CANCELLED, cancelled_at=timezone.now(), completed_at=timezone.now()
@@ -273,12 +283,12 @@ def cancel_run(*, run_id, actor=None, reason: str = "") -> AgentRun:
         record_event(run_id, "cancelled", by=getattr(actor, "username", None), reason=reason)
         run = AgentRun.objects.select_related("organization").get(pk=run_id)
         audit_record(actor=actor, organization=run.organization, verb="cancelled", target=run, reason=reason)
-        run_ended(run)
     return run
 
 
-def interrupt_run(*, run_id, error: str, lease_token=None, kind: str = "interrupted") -> bool:
-    """``running|pending → interrupted`` with ``last_error``; used by recovery and shutdown."""
+def mark_interrupted(*, run_id, error: str, lease_token=None, kind: str = "interrupted") -> AgentRun | None:
+    """``running|pending → interrupted`` with ``last_error``; ``None`` when the run already
+    ended or (with ``lease_token``) changed hands."""
     with transaction.atomic():
         done = _transition(
             run_id,
@@ -288,10 +298,9 @@ def interrupt_run(*, run_id, error: str, lease_token=None, kind: str = "interrup
             last_error=error,
         )
         if not done:
-            return False
+            return None
         record_event(run_id, kind, error=error)
-        run_ended(AgentRun.objects.get(pk=run_id))
-    return True
+        return AgentRun.objects.get(pk=run_id)
 
 
 def retry_run(*, run_id, actor=None) -> AgentRun:
@@ -327,17 +336,6 @@ def retry_run(*, run_id, actor=None) -> AgentRun:
             retry_run_id=str(retry.pk),
         )
     return retry
-
-
-def run_ended(run: AgentRun) -> None:
-    """Settle what hangs on a run that reached a terminal status, in its transaction."""
-    from agentpress.ops import metrics
-    from automation.services import follow_ups, provider_events, schedules
-
-    metrics.record_run_finished(run)
-    follow_ups.settle_follow_up(run=run)
-    provider_events.drain_deferred_events(run=run)
-    schedules.release_buffered_slot(run=run)
 
 
 def format_error(exc: BaseException) -> str:

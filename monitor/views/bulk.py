@@ -16,7 +16,8 @@ from django.views.decorators.http import require_POST
 from agentpress.orgs.permissions import Access
 from automation import selectors
 from automation.models import AgentRun
-from automation.services.runs import ContextBusy, cancel_run, retry_run
+from automation.services.runs import ContextBusy, retry_run
+from automation.services.settlement import cancel_run
 from automation.states import RUN_ACTIVE, RUN_RETRYABLE, InvalidTransition
 from monitor.access import console_view
 from monitor.filters import RunFilterForm

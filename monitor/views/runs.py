@@ -12,7 +12,8 @@ from django_htmx.http import HttpResponseStopPolling
 
 from agentpress.orgs.permissions import Access
 from automation import selectors
-from automation.services.runs import ContextBusy, cancel_run, retry_run
+from automation.services.runs import ContextBusy, retry_run
+from automation.services.settlement import cancel_run
 from automation.states import RUN_ACTIVE, InvalidTransition, RunStatus
 from monitor.access import console_view
 from monitor.filters import RunFilterForm

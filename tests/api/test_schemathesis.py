@@ -19,7 +19,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from automation.services import runs, schedules
+from automation.services import runs, schedules, settlement
 from automation.states import FollowUpStatus, RunSource, RunStatus
 from tests.factories import ActionFactory, AgentRunFactory, FollowUpFactory
 
@@ -50,7 +50,7 @@ def tokens(roster):
         run = runs.run_create(
             agent=agent, run_as=owner, source=RunSource.MANUAL, prompt="!reply hi", actor=owner
         )
-        runs.cancel_run(run_id=run.pk, actor=owner)
+        settlement.cancel_run(run_id=run.pk, actor=owner)
         schedules.schedule_create(
             organization=org,
             agent=agent,

@@ -8,7 +8,7 @@ import pytest
 
 from agentpress.agents.models import Message
 from automation.models import AgentRun
-from automation.services import recovery, runs
+from automation.services import recovery, runs, settlement
 from automation.states import RunSource, RunStatus
 from automation.tasks import execute_run
 from tests.support.services import child_env, wait_until
@@ -53,7 +53,7 @@ def test_cancelling_a_running_run_stops_the_agent_within_a_heartbeat(roster, wor
     worker_pool(AUTOMATION_LEASE_TTL_SECONDS=2)
     run = start(roster, "!sleep 60\n!reply never")
     wait_until(lambda: status_of(run) == RunStatus.RUNNING, message="run running")
-    runs.cancel_run(run_id=run.pk, reason="test")
+    settlement.cancel_run(run_id=run.pk, reason="test")
     cancelled_at = time.monotonic()
     wait_until(lambda: run.events.filter(kind="agent_stopped").exists(), timeout=10, message="agent stopped")
     assert time.monotonic() - cancelled_at < 2 / 4 + 1.5

@@ -11,7 +11,8 @@ from playwright.sync_api import expect
 from agentpress.orgs.permissions import access_for
 from automation import selectors
 from automation.models import AgentRun, FollowUp, RunEvent
-from automation.services.runs import claim_run, complete_run
+from automation.services.runs import claim_run
+from automation.services.settlement import complete_run
 from automation.states import FollowUpStatus, RunStatus
 from tests.factories import (
     ActionFactory,

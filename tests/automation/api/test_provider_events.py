@@ -2,7 +2,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from automation.models import Action
-from automation.services import runs
+from automation.services import runs, settlement
 from automation.services.provider_events import InboundEvent, ingest_event
 from tests.factories import ActionFactory
 
@@ -106,7 +106,7 @@ def test_run_detail_lists_the_events_that_started_it_or_were_coalesced_into_it(r
     assert api(roster.owner).get(f"/api/orgs/acme/agent-runs/{run.pk}").json()["providerEventIds"] == [
         first.event.pk
     ]
-    runs.cancel_run(run_id=run.pk, actor=roster.owner)
+    settlement.cancel_run(run_id=run.pk, actor=roster.owner)
     waiting[0].event.refresh_from_db()
     follow = waiting[0].event.run
     detail = api(roster.owner).get(f"/api/orgs/acme/agent-runs/{follow.pk}").json()

@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 
 from automation.models import AgentRun, ProviderEvent
-from automation.services.runs import claim_run, complete_run
+from automation.services.runs import claim_run
+from automation.services.settlement import complete_run
 from automation.states import ProviderEventStatus, RunStatus
 
 from .conftest import deliver, signed_headers

@@ -6,7 +6,7 @@ from django.test import Client
 
 from agentpress.agents.models import MessageRole
 from automation.models import AgentRun, ProviderEvent
-from automation.services import runs
+from automation.services import runs, settlement
 from automation.states import ProviderEventStatus, RunStatus
 from tests.factories import ActionFactory
 
@@ -85,7 +85,7 @@ def test_second_message_of_the_conversation_reuses_the_thread(mailbox):
     first = notify(mailbox, message_notification("n-1", "m-1")).json()["results"][0]
     run = AgentRun.objects.get(pk=first["runId"])
     lease = runs.claim_run(run_id=run.pk, worker="w1")
-    runs.complete_run(run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w1")
+    settlement.complete_run(run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w1")
     second = notify(mailbox, message_notification("n-2", "m-2")).json()["results"][0]
     assert second["status"] == "started"
     follow = AgentRun.objects.get(pk=second["runId"])

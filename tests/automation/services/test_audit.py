@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from agentpress.orgs.admin import owner_admin_site
 from automation.models import AuditEntry, Schedule
-from automation.services import follow_ups, runs, schedules
+from automation.services import follow_ups, runs, schedules, settlement
 from automation.services.audit import audit_record
 from automation.states import RunStatus
 from tests.factories import AgentRunFactory, FollowUpFactory
@@ -87,7 +87,7 @@ def test_a_failed_update_leaves_no_entry(roster, clock):
 
 def test_cancelling_and_retrying_a_run_are_audited(roster, clock):
     run = AgentRunFactory(agent=roster.agent, run_as=roster.member, status=RunStatus.PENDING)
-    runs.cancel_run(run_id=run.pk, actor=roster.member, reason="not needed")
+    settlement.cancel_run(run_id=run.pk, actor=roster.member, reason="not needed")
     retry = runs.retry_run(run_id=run.pk, actor=roster.admin)
 
     assert trail(run) == [("member", "cancelled"), ("admin", "retried")]
@@ -104,7 +104,7 @@ def test_cancelling_and_retrying_a_run_are_audited(roster, clock):
 def test_a_refused_cancel_leaves_no_entry(roster, clock):
     run = AgentRunFactory(agent=roster.agent, run_as=roster.member, status=RunStatus.COMPLETED)
     with pytest.raises(Exception):  # noqa: B017 - InvalidTransition
-        runs.cancel_run(run_id=run.pk, actor=roster.member)
+        settlement.cancel_run(run_id=run.pk, actor=roster.member)
     assert trail(run) == []
 
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from openai.types.chat import ChatCompletion
 
 from automation.models import AgentRun, FollowUp
-from automation.services import follow_ups, recovery, runs
+from automation.services import follow_ups, recovery, runs, settlement
 from automation.services.execution import execute_run
 from automation.states import FollowUpStatus, InvalidTransition, RunSource, RunStatus
 from tests.factories import AgentRunFactory, FollowUpFactory, MessageFactory
@@ -253,7 +253,7 @@ def test_too_many_pending_follow_ups_for_the_context_are_refused(roster, setting
 @pytest.mark.sqlite
 def test_a_run_that_lost_its_lease_cannot_schedule(roster):
     lease = running_lease(roster)
-    runs.cancel_run(run_id=lease.run.pk, reason="test")
+    settlement.cancel_run(run_id=lease.run.pk, reason="test")
     result = follow_ups.schedule_follow_up(
         run_id=lease.run.pk,
         lease_token=lease.token,
@@ -286,7 +286,7 @@ def test_a_busy_context_makes_the_follow_up_wait_then_fire(roster, clock, settin
     waits = first.events.filter(kind="follow_up_waiting")
     assert waits.count() == 1 and waits.get().detail["active_run_id"] == str(busy.pk)
 
-    runs.cancel_run(run_id=busy.pk, reason="done elsewhere")
+    settlement.cancel_run(run_id=busy.pk, reason="done elsewhere")
     clock.move_to(START + timedelta(days=2, minutes=2), tick=True)
     assert follow_ups.fire_due_follow_ups() == 1
     assert AgentRun.objects.get(source=RunSource.FOLLOW_UP).previous_run_id == first.pk
@@ -323,7 +323,7 @@ def test_the_follow_up_ends_with_its_run(roster, run_status, prompt, follow_up_s
     assert follow_ups.fire_due_follow_ups() == 1
     run = AgentRun.objects.get(follow_up=follow_up)
     if run_status == RunStatus.CANCELLED:
-        runs.cancel_run(run_id=run.pk, reason="test")
+        settlement.cancel_run(run_id=run.pk, reason="test")
     else:
         execute_run(run_id=run.pk, worker="test")
     follow_up.refresh_from_db()
@@ -370,7 +370,7 @@ def test_sweep_interrupts_a_run_whose_follow_up_bookkeeping_broke(roster):
     follow_ups.fire_due_follow_ups()
     run = AgentRun.objects.get(follow_up=follow_up)
     FollowUp.objects.filter(pk=follow_up.pk).update(status=FollowUpStatus.CANCELLED)  # broken by hand
-    assert follow_ups.repair_bookkeeping() == 1
+    assert recovery.interrupt_runs_with_broken_follow_ups() == 1
     run.refresh_from_db()
     assert run.status == RunStatus.INTERRUPTED
     assert "Follow-up bookkeeping broken" in run.last_error and str(follow_up.pk) in run.last_error

@@ -10,7 +10,7 @@ from django.utils import timezone
 from agentpress.agents.models import MessageRole
 from automation.models import AgentRun, ProviderEvent
 from automation.providers.webhook import sign
-from automation.services import provider_events, runs
+from automation.services import provider_events, runs, settlement
 from automation.services.provider_events import InboundEvent, drain_missed_contexts, ingest_event
 from automation.states import ProviderEventStatus, RunStatus
 from tests.factories import ActionFactory, AgentRunFactory
@@ -42,11 +42,11 @@ def finish(run, status=RunStatus.COMPLETED):
     lease = runs.claim_run(run_id=run.pk, worker="w1")
     assert lease is not None
     if status == RunStatus.COMPLETED:
-        assert runs.complete_run(
+        assert settlement.complete_run(
             run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w1"
         )
     else:
-        assert runs.fail_run(run_id=run.pk, lease_token=lease.token, error="boom", worker="w1")
+        assert settlement.fail_run(run_id=run.pk, lease_token=lease.token, error="boom", worker="w1")
 
 
 def statuses():
@@ -79,7 +79,7 @@ def test_events_on_a_busy_context_wait_and_then_start_one_run_together(action):
 def test_cancelling_the_active_run_also_drains(action, roster):
     run = ingest_event(action=action, event=event(1)).event.run
     ingest_event(action=action, event=event(2))
-    runs.cancel_run(run_id=run.pk, actor=roster.owner)
+    settlement.cancel_run(run_id=run.pk, actor=roster.owner)
     follow = AgentRun.objects.get(status=RunStatus.PENDING)
     assert follow.input_snapshot["event_ids"] == ["evt-2"]
 

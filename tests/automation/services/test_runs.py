@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from agentpress.agents.runtime import OutMessage
 from automation.models import AgentRun
-from automation.services import runs
+from automation.services import runs, settlement
 from automation.services.recovery import recover_stale_leases
 from automation.states import InvalidTransition, RunSource, RunStatus
 from tests.factories import AgentRunFactory
@@ -30,7 +30,7 @@ def test_create_claim_complete_writes_messages_and_timeline(roster, django_captu
     lease = runs.claim_run(run_id=run.pk, worker="w1")
     assert lease is not None and lease.run.status == RunStatus.RUNNING and lease.run.attempt == 1
     assert runs.claim_run(run_id=run.pk, worker="w2") is None
-    assert runs.complete_run(
+    assert settlement.complete_run(
         run_id=run.pk,
         lease_token=lease.token,
         messages=[OutMessage("assistant", "hi!")],
@@ -55,7 +55,7 @@ def test_late_result_after_recovery_is_discarded_and_recorded(roster):
     run.refresh_from_db()
     assert run.status == RunStatus.INTERRUPTED
     assert "w1" in run.last_error and "last heartbeat" in run.last_error
-    assert not runs.complete_run(
+    assert not settlement.complete_run(
         run_id=run.pk,
         lease_token=lease.token,
         messages=[OutMessage("assistant", "late")],
@@ -73,10 +73,10 @@ def test_heartbeat_fails_after_cancel(roster):
     run = AgentRunFactory(agent=roster.agent, run_as=roster.owner)
     lease = runs.claim_run(run_id=run.pk, worker="w1")
     assert runs.heartbeat_run(run_id=run.pk, lease_token=lease.token)
-    runs.cancel_run(run_id=run.pk, actor=roster.owner)
+    settlement.cancel_run(run_id=run.pk, actor=roster.owner)
     assert not runs.heartbeat_run(run_id=run.pk, lease_token=lease.token)
     with pytest.raises(InvalidTransition):
-        runs.cancel_run(run_id=run.pk)
+        settlement.cancel_run(run_id=run.pk)
 
 
 def test_heartbeat_with_a_stale_token_does_not_extend(roster):

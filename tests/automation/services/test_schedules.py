@@ -7,7 +7,7 @@ from django.db import connection
 from django.utils import timezone
 
 from automation.models import AgentRun, Schedule
-from automation.services import runs, schedules
+from automation.services import runs, schedules, settlement
 from automation.states import RunSource, RunStatus
 from tests.factories import AgentRunFactory
 from tests.support.concurrency import run_concurrently
@@ -139,12 +139,12 @@ def test_buffer_one_starts_exactly_one_run_after_the_active_one_ends(roster, clo
     assert schedule.buffered_slot == T0 + timedelta(hours=3) and schedule.skipped_count == 1
     assert len(schedule_runs(schedule)) == 1
     clock.move_to(T0 + timedelta(hours=3, minutes=20))
-    runs.cancel_run(run_id=first.pk)
+    settlement.cancel_run(run_id=first.pk)
     first_, second = schedule_runs(schedule)
     assert second.scheduled_for == T0 + timedelta(hours=3) and second.status == RunStatus.PENDING
     assert second.metadata["trigger"] == "buffered"
     assert reload(schedule).buffered_slot is None
-    runs.cancel_run(run_id=second.pk)  # nothing waits any more: nothing starts
+    settlement.cancel_run(run_id=second.pk)  # nothing waits any more: nothing starts
     assert len(schedule_runs(schedule)) == 2
 
 
@@ -192,7 +192,7 @@ def test_run_now_respects_the_overlap_policy_and_the_gates(roster, clock):
     skipped = schedules.schedule_run_now(schedule=schedule, actor=roster.owner)
     assert skipped.outcome == "skipped" and skipped.active_run == started.run
     assert reload(schedule).skipped_count == 1
-    runs.cancel_run(run_id=started.run.pk)
+    settlement.cancel_run(run_id=started.run.pk)
     roster.org.automations_enabled = False
     roster.org.save()
     blocked = schedules.schedule_run_now(schedule=schedule, actor=roster.owner)

@@ -1,0 +1,68 @@
+"""Ending a run and settling what hangs on it (DESIGN §4 step 6).
+
+The layer above the domains: the transitions in ``runs`` end a run and know nothing of
+follow-ups, provider events or schedule slots; the domains hang on a run; this module
+ends a run through its transition and, in the same transaction, settles each domain
+the run is linked to. Everything above the services (the worker, the sweeps, the API,
+the console, the admin) ends runs through the verbs here.
+"""
+
+from django.db import transaction
+
+from agentpress.ops import metrics
+from automation.models import AgentRun
+from automation.services import follow_ups, provider_events, runs, schedules
+
+
+def run_ended(run: AgentRun) -> None:
+    """Settle what hangs on a run that reached a terminal status, in its transaction:
+    its follow-up's outcome, the provider events deferred behind it, a buffered slot of
+    its schedule, and the finished-run metrics."""
+    metrics.record_run_finished(run)
+    follow_ups.settle_follow_up(run=run)
+    provider_events.drain_deferred_events(run=run)
+    schedules.release_buffered_slot(run=run)
+
+
+def complete_run(*, run_id, lease_token, messages, tool_calls, worker: str) -> bool:
+    """``running → completed`` with the agent's messages while the lease is ours, then
+    settled. ``False`` when the result came too late and was discarded."""
+    with transaction.atomic():
+        run = runs.mark_completed(
+            run_id=run_id, lease_token=lease_token, messages=messages, tool_calls=tool_calls, worker=worker
+        )
+        if run is None:
+            return False
+        run_ended(run)
+    return True
+
+
+def fail_run(*, run_id, lease_token, error: str, worker: str) -> bool:
+    """``running → failed`` with ``last_error`` while the lease is ours, then settled.
+    ``False`` when the result came too late and was discarded."""
+    with transaction.atomic():
+        run = runs.mark_failed(run_id=run_id, lease_token=lease_token, error=error, worker=worker)
+        if run is None:
+            return False
+        run_ended(run)
+    return True
+
+
+def cancel_run(*, run_id, actor=None, reason: str = "") -> AgentRun:
+    """``pending|running → cancelled`` (audited), then settled; ``InvalidTransition`` when
+    the run already ended."""
+    with transaction.atomic():
+        run = runs.mark_cancelled(run_id=run_id, actor=actor, reason=reason)
+        run_ended(run)
+    return run
+
+
+def interrupt_run(*, run_id, error: str, lease_token=None, kind: str = "interrupted") -> bool:
+    """``running|pending → interrupted`` with ``last_error``, then settled; used by recovery
+    and shutdown. ``False`` when the run already ended or changed hands."""
+    with transaction.atomic():
+        run = runs.mark_interrupted(run_id=run_id, error=error, lease_token=lease_token, kind=kind)
+        if run is None:
+            return False
+        run_ended(run)
+    return True
