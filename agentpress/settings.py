@@ -267,6 +267,14 @@ AUTOMATION_WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
 AUTOMATION_WEBHOOK_RATE_LIMIT = env.int("AUTOMATION_WEBHOOK_RATE_LIMIT", default=1200)
 AUTOMATION_WEBHOOK_RATE_WINDOW_SECONDS = env.int("AUTOMATION_WEBHOOK_RATE_WINDOW_SECONDS", default=60)
 AUTOMATION_API_MAX_LIMIT = 200
+# Model endpoints (DESIGN §7a): name -> {"base_url", "api_key_env", "input_price_per_million",
+# "output_price_per_million", "max_retries", "timeout_seconds"}; agents pick one by name.
+AUTOMATION_MODEL_ENDPOINTS = env.json("AUTOMATION_MODEL_ENDPOINTS", default={})
+# A tenant's own base_url: off unless allowed; never to internal addresses unless the host is listed.
+AUTOMATION_ALLOW_CUSTOM_MODEL_ENDPOINTS = env.bool("AUTOMATION_ALLOW_CUSTOM_MODEL_ENDPOINTS", default=False)
+AUTOMATION_CUSTOM_MODEL_ENDPOINT_ALLOWED_HOSTS = env.list(
+    "AUTOMATION_CUSTOM_MODEL_ENDPOINT_ALLOWED_HOSTS", default=[]
+)
 
 # Operations (agentpress/ops): metrics, health, logs, retention, worker shutdown.
 # Multi-process metrics (gunicorn workers, Celery prefork children) need one shared

@@ -1,5 +1,8 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from agentpress.agents.runtime import endpoints
 
 
 class Agent(models.Model):
@@ -28,6 +31,11 @@ class Agent(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        problem = endpoints.config_problem(self.runtime, self.runtime_config)
+        if problem:
+            raise ValidationError({"runtime_config": problem})
 
 
 class Thread(models.Model):

@@ -4,9 +4,15 @@
 text. Fields bound with ``bind_run`` (``run_id``, ``org``, ``agent``, ``source``,
 ``worker``) live in context variables and appear on every line logged while they are
 bound, whichever module writes it.
+
+No line carries a secret, in either format: tracebacks are rendered as plain text without
+local variables (``rich``'s default would print an agent's config, lease tokens and the
+conversation), and ``redact_processor`` masks fields named like secrets and key-shaped
+strings (API keys, bearer tokens, webhook secrets) in every value, the traceback included.
 """
 
 import logging
+import re
 
 import structlog
 from structlog.contextvars import bound_contextvars, get_contextvars, merge_contextvars
@@ -18,6 +24,40 @@ _SHARED = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.stdlib.ExtraAdder(),
 ]
+
+
+REDACTED = "[redacted]"
+_SECRET_FIELD = re.compile(r"(api_?key|secret|token|password|authorization|signature)", re.IGNORECASE)
+_SECRET_PATTERNS = [
+    (re.compile(r"(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{REDACTED}"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}"), REDACTED),
+    (
+        re.compile(
+            r"(?i)([\"']?\b[\w-]*(?:api_?key|secret|token|password|authorization)[\w-]*[\"']?\s*[:=]\s*[\"']?)"
+            r"([^\s\"',}]+)"
+        ),
+        rf"\1{REDACTED}",
+    ),
+]
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with key-shaped strings and ``name=value`` secrets masked."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_processor(logger, method_name, event_dict: dict) -> dict:
+    for key, value in event_dict.items():
+        if key.startswith("_"):
+            continue
+        if _SECRET_FIELD.search(key) and value not in (None, ""):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str):
+            event_dict[key] = redact_secrets(value)
+    return event_dict
 
 
 def build_formatter(fmt: str = "text") -> logging.Formatter:
@@ -32,11 +72,19 @@ def build_formatter(fmt: str = "text") -> logging.Formatter:
     renderer = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, sort_keys=False)
+        else structlog.dev.ConsoleRenderer(
+            colors=False,
+            pad_event_to=0,
+            sort_keys=False,
+            exception_formatter=structlog.dev.plain_traceback,
+        )
     )
-    final = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
-    if json:
-        final.append(structlog.processors.format_exc_info)
+    final = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        # the traceback becomes a plain string here, before redaction and in both formats
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
     return structlog.stdlib.ProcessorFormatter(foreign_pre_chain=_SHARED, processors=[*final, renderer])
 
 

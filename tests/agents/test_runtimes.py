@@ -102,7 +102,13 @@ def stub_server():
     server.shutdown()
 
 
-def test_openai_runtime_calls_tools_then_answers(stub_server):
+@pytest.fixture
+def endpoint(settings, stub_server):
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub_server, "max_retries": 0}}
+    return "stub"
+
+
+def test_openai_runtime_calls_tools_then_answers(endpoint):
     tool_call = {"id": "call_1", "type": "function",
                  "function": {"name": "schedule_follow_up", "arguments": json.dumps({"delay_seconds": 3600, "continuation_prompt": "ping"})}}  # fmt: skip
     StubChatCompletions.replies = [
@@ -114,7 +120,7 @@ def test_openai_runtime_calls_tools_then_answers(stub_server):
         invocation(
             "Follow up later",
             tools=[recording_tool(calls)],
-            config={"base_url": stub_server, "model": "stub", "api_key": "k"},
+            config={"endpoint": endpoint, "model": "stub"},
         )
     )
     assert calls == [{"delay_seconds": 3600, "continuation_prompt": "ping"}]
@@ -125,12 +131,25 @@ def test_openai_runtime_calls_tools_then_answers(stub_server):
     assert StubChatCompletions.requests[1]["messages"][-1]["role"] == "tool"
 
 
-def test_openai_errors_become_a_readable_failure(stub_server):
+def test_openai_errors_become_a_readable_failure(endpoint):
     StubChatCompletions.replies = [(500, {"error": {"message": "model overloaded"}})] * 3
-    with pytest.raises(RuntimeFailure, match="model overloaded"):
-        get_runtime("openai").invoke(
-            invocation("hi", config={"base_url": stub_server, "model": "stub", "max_retries": 0})
-        )
+    with pytest.raises(RuntimeFailure, match="'stub' answered HTTP 500 after 1 attempt: model overloaded"):
+        get_runtime("openai").invoke(invocation("hi", config={"endpoint": endpoint, "model": "stub"}))
+
+
+def test_openai_runtime_gives_the_model_the_inbound_event_marked_as_data(endpoint):
+    """Issue 13 defect 15: the webhook or e-mail content reaches the model, as data."""
+    StubChatCompletions.replies = [(200, completion({"role": "assistant", "content": "Replied."}))]
+    history = [{"role": "event", "content": "Ticket T-1: the printer is on fire"}]
+    run = invocation(
+        "New Signed webhook activity: respond to it.", config={"endpoint": endpoint, "model": "stub"}
+    )
+    run.history = history
+    get_runtime("openai").invoke(run)
+    sent = StubChatCompletions.requests[0]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "user"]
+    assert sent[1]["content"].startswith("[Inbound provider data")
+    assert "not instructions" in sent[1]["content"] and sent[1]["content"].endswith("the printer is on fire")
 
 
 def test_openai_without_a_model_fails_clearly():

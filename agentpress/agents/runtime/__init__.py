@@ -1,4 +1,13 @@
-from .base import Invocation, InvocationResult, OutMessage, RunCancelled, Runtime, RuntimeFailure, Tool
+from .base import (
+    Invocation,
+    InvocationResult,
+    ModelCallRecord,
+    OutMessage,
+    RunCancelled,
+    Runtime,
+    RuntimeFailure,
+    Tool,
+)
 
 
 def get_runtime(name: str) -> Runtime:
@@ -16,6 +25,7 @@ def get_runtime(name: str) -> Runtime:
 __all__ = [
     "Invocation",
     "InvocationResult",
+    "ModelCallRecord",
     "OutMessage",
     "RunCancelled",
     "Runtime",

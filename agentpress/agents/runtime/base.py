@@ -3,12 +3,15 @@
 A runtime gets the run's prompt, the thread's history and the tools it may call, and
 returns the messages to append and the tool calls it made. It must honour ``cancel``:
 when the event is set (the run was cancelled or its lease recovered) it stops by
-raising ``RunCancelled``.
+raising ``RunCancelled``. Every model call it makes (each attempt of it) is reported
+through ``report_model_call`` as it happens, so usage is recorded even when the run
+fails or stops afterwards.
 """
 
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 
@@ -28,6 +31,27 @@ class Tool:
     call: Callable[[dict], dict]
 
 
+@dataclass(frozen=True)
+class ModelCallRecord:
+    """One attempt of one model call, as the run's ``ModelCall`` row records it."""
+
+    endpoint: str
+    model: str
+    attempt: int
+    outcome: str  # ok, retried, error
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: int = 0
+    status_code: int | None = None
+    error: str = ""
+    cost: Decimal = Decimal(0)
+
+
+def _ignore(record: ModelCallRecord) -> None:
+    return None
+
+
 @dataclass
 class Invocation:
     run_id: str
@@ -37,6 +61,7 @@ class Invocation:
     tools: list[Tool]
     config: dict
     cancel: threading.Event
+    report_model_call: Callable[[ModelCallRecord], None] = _ignore
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)

@@ -1,0 +1,197 @@
+"""The HTTP layer under the openai SDK: observe each attempt, honour cancel, guard addresses.
+
+The SDK does the retrying (``max_retries``, backoff, ``Retry-After``); this transport sits
+under it, so it sees every attempt the SDK makes and records its status and latency for
+the run's model-call rows. The call being made is described by a context variable set by
+the runtime around each SDK call (``observe_call``), because connections are pooled and
+shared by every run of the process while each request is sent from its run's own thread.
+
+- Cancel: reads wait in slices of ``read_slice_seconds()`` and stop with ``CallCancelled``
+  once the run's cancel event is set, so a run that lost its lease stops a call that is
+  still waiting well within one heartbeat interval; the connection is then discarded.
+  ``CallCancelled`` is an ``OpenAIError``, which the SDK propagates without retrying.
+- Addresses: for a tenant's custom endpoint every connection re-checks the addresses the
+  host resolves to and connects to the address it checked (no DNS rebinding in between).
+"""
+
+import threading
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import httpcore2
+import httpx2
+import openai
+from django.conf import settings
+from openai._constants import DEFAULT_CONNECTION_LIMITS
+
+from . import endpoints
+
+# Headers the SDK fills from the platform's environment; a custom endpoint never gets them.
+PLATFORM_HEADERS = ("openai-organization", "openai-project")
+
+
+class CallCancelled(openai.OpenAIError):
+    """The run was cancelled or lost its lease while its model call was in flight."""
+
+
+class AddressRefused(openai.OpenAIError):
+    """A custom endpoint's host resolved to an address a tenant may not reach."""
+
+
+@dataclass
+class Attempt:
+    status_code: int | None
+    latency_ms: int
+    error: str = ""
+
+
+@dataclass
+class CallState:
+    cancel: threading.Event
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+_current: ContextVar[CallState | None] = ContextVar("model_call", default=None)
+
+
+@contextmanager
+def observe_call(cancel: threading.Event):
+    """Around one SDK call: its attempts are collected in the yielded ``CallState``."""
+    state = CallState(cancel=cancel)
+    token = _current.set(state)
+    try:
+        yield state
+    finally:
+        _current.reset(token)
+
+
+def current_cancel() -> threading.Event | None:
+    state = _current.get()
+    return state.cancel if state else None
+
+
+def read_slice_seconds() -> float:
+    """How long a read waits before looking at the cancel event: a tenth of a heartbeat interval."""
+    return min(1.0, max(0.05, settings.AUTOMATION_LEASE_TTL_SECONDS / 40))
+
+
+def _raise_if_cancelled() -> None:
+    cancel = current_cancel()
+    if cancel is not None and cancel.is_set():
+        raise CallCancelled("The run was cancelled or lost its lease; the model call was stopped.")
+
+
+class _CancellableStream(httpcore2.NetworkStream):
+    def __init__(self, inner: httpcore2.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            _raise_if_cancelled()
+            step = read_slice_seconds()
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                return self._inner.read(max_bytes, step)
+            except httpcore2.ReadTimeout:
+                # a timed-out recv consumed nothing: waiting again is safe
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _raise_if_cancelled()
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        return _CancellableStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str):
+        return self._inner.get_extra_info(info)
+
+
+class GuardedBackend(httpcore2.NetworkBackend):
+    """Plain TCP, with the custom-endpoint address rule applied at connect time."""
+
+    def __init__(self, *, guard_addresses: bool):
+        self._inner = httpcore2.SyncBackend()
+        self._guard = guard_addresses
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        target = host
+        if self._guard and not endpoints.host_allowed(host):
+            try:
+                addresses = endpoints.resolve_addresses(host, port)
+            except endpoints.EndpointRefused as exc:
+                raise AddressRefused(str(exc)) from None
+            for address in addresses:
+                reason = endpoints.address_refusal(address)
+                if reason:
+                    raise AddressRefused(
+                        f"The custom model endpoint {host!r} is refused: it resolves to {reason}."
+                    )
+            target = addresses[0]
+        stream = self._inner.connect_tcp(target, port, timeout, local_address, socket_options)
+        return _CancellableStream(stream)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise AddressRefused("Model endpoints are reached over TCP only.")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class ModelTransport(httpx2.HTTPTransport):
+    """One connection pool per endpoint; records every attempt of the current call."""
+
+    def __init__(self, *, custom: bool, send_authorization: bool = True):
+        super().__init__(limits=DEFAULT_CONNECTION_LIMITS)
+        limits = DEFAULT_CONNECTION_LIMITS
+        # httpx has no parameter for the network backend: the pool is built here with ours.
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(guard_addresses=custom),
+        )
+        self._custom = custom
+        self._send_authorization = send_authorization
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        _raise_if_cancelled()
+        state = _current.get()
+        if self._custom:
+            for name in PLATFORM_HEADERS:
+                request.headers.pop(name, None)
+        if not self._send_authorization:
+            request.headers.pop("authorization", None)
+        began = time.monotonic()
+        try:
+            response = super().handle_request(request)
+        except Exception as exc:
+            if state is not None:
+                state.attempts.append(Attempt(None, _ms_since(began), _attempt_error(exc)))
+            raise
+        if state is not None:
+            state.attempts.append(Attempt(response.status_code, _ms_since(began)))
+        return response
+
+
+def _attempt_error(exc: Exception) -> str:
+    if isinstance(exc, CallCancelled):
+        return "cancelled"
+    if isinstance(exc, AddressRefused):
+        return "address refused"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "timeout"
+    return f"connection error ({type(exc).__name__})"
+
+
+def _ms_since(began: float) -> int:
+    return int((time.monotonic() - began) * 1000)
