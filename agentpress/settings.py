@@ -266,6 +266,11 @@ AUTOMATION_WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
 # Per-action limit on authenticated deliveries: this many per window, the excess answers 429.
 AUTOMATION_WEBHOOK_RATE_LIMIT = env.int("AUTOMATION_WEBHOOK_RATE_LIMIT", default=1200)
 AUTOMATION_WEBHOOK_RATE_WINDOW_SECONDS = env.int("AUTOMATION_WEBHOOK_RATE_WINDOW_SECONDS", default=60)
+# Where those deliveries are counted; empty counts in each web process (no Redis).
+AUTOMATION_RATE_LIMIT_REDIS_URL = env.str(
+    "AUTOMATION_RATE_LIMIT_REDIS_URL",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
 AUTOMATION_API_MAX_LIMIT = 200
 # Model endpoints (DESIGN §7a): name -> {"base_url", "api_key_env", "input_price_per_million",
 # "output_price_per_million", "max_retries", "timeout_seconds"}; agents pick one by name.

@@ -42,9 +42,6 @@ class Action(models.Model):
     reply_url = models.URLField(
         max_length=500, blank=True, help_text="Where the send_reply tool POSTs replies (signed)."
     )
-    # Fixed-window delivery counter for the per-action rate limit (services/rate_limits.py).
-    rate_window_started_at = models.DateTimeField(null=True, blank=True, editable=False)
-    rate_window_count = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

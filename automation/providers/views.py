@@ -68,7 +68,7 @@ def answer(result: Ingested) -> dict:
 @csrf_exempt
 @require_POST
 def action_hook(request, action_id):
-    action = Action.objects.filter(pk=action_id).first()
+    action = Action.objects.select_related("organization", "agent", "run_as").filter(pk=action_id).first()
     if action is None:
         return error(404, "No such action.", "unknown_action")
     if action.provider == Action.Provider.OUTLOOK and "validationToken" in request.GET:
@@ -89,6 +89,8 @@ def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
         msg_id = webhook.verify(signing_secret=action.signing_secret, headers=request.headers, body=body)
     except webhook.SignatureError as exc:
         return error(401, str(exc), "bad_signature")
+    except webhook.BodyNotText as exc:
+        return error(400, f"The body is not valid JSON: {exc}", "malformed")
     if refused := rate_limited(action):
         return refused
     try:

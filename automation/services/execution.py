@@ -115,16 +115,16 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
         record_event(run.pk, "agent_stopped", worker=worker, reason="the run was cancelled or lost its lease")
         return "stopped"
     except RuntimeFailure as exc:
-        fail_run(run_id=run.pk, lease_token=lease.token, error=str(exc), worker=worker)
+        fail_run(run=run, lease_token=lease.token, error=str(exc), worker=worker)
         return "failed"
     except Exception as exc:
         logger.exception("Run %s raised", run.pk)
-        fail_run(run_id=run.pk, lease_token=lease.token, error=format_error(exc), worker=worker)
+        fail_run(run=run, lease_token=lease.token, error=format_error(exc), worker=worker)
         return "failed"
     finally:
         heartbeat.stop()
     ok = complete_run(
-        run_id=run.pk,
+        run=run,
         lease_token=lease.token,
         messages=result.messages,
         tool_calls=result.tool_calls,

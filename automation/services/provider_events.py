@@ -13,6 +13,7 @@ Invariants and what guards them:
   (``drain_missed_contexts``) repairs whatever a crash left in between.
 """
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,10 +21,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole, Thread
+from automation import queries
 from automation.models import Action, AgentRun, ProviderEvent
 from automation.services import runs
 from automation.states import RUN_ACTIVE, RUN_TERMINAL, ProviderEventStatus, RunSource, RunStatus
@@ -61,43 +63,40 @@ class Ingested:
 def ingest_event(*, action: Action, event: InboundEvent, ignore_reason: str = "") -> Ingested:
     """Store one delivery and act on it, in one transaction.
 
-    A repeated ``event_id`` only increments ``delivery_count``. A gated delivery (org
-    automations off, action or agent disabled, or ``ignore_reason`` given by the adapter)
-    is stored ``ignored`` with its reason. Otherwise the event starts a run on its context,
-    joins a debounced run that is not yet due (``coalesced``), or waits behind the active
-    run (``deferred``). The inbound content is written to the thread as an ``event``
-    message; the run is sent to a worker when the transaction commits.
+    A repeated ``event_id`` only increments ``delivery_count``, in one statement. A gated
+    delivery (org automations off, action or agent disabled, or ``ignore_reason`` given by
+    the adapter) is stored ``ignored`` with its reason. Otherwise the event starts a run on
+    its context, joins a debounced run that is not yet due (``coalesced``), or waits behind
+    the active run (``deferred``). The inbound content is written to the thread as an
+    ``event`` message; the run is sent to a worker when the transaction commits. ``action``
+    should come with its organization, agent and run-as user (``select_related``).
     """
-    action = Action.objects.select_related("organization", "agent", "run_as").get(pk=action.pk)
-    with transaction.atomic():
-        try:
+    event_id = event.event_id[:255]
+    if repeat := queries.count_repeated_delivery(action_id=action.pk, event_id=event_id):
+        return Ingested(repeat, DUPLICATE)
+    try:
+        with transaction.atomic():
             # The insert is the dedup; its placeholder status is settled below, in this transaction.
-            with transaction.atomic():
-                row = ProviderEvent.objects.create(
-                    organization_id=action.organization_id,
-                    action=action,
-                    agent_id=action.agent_id,
-                    event_id=event.event_id[:255],
-                    context_type=event.context_type,
-                    context_key=event.context_key,
-                    payload=event.payload,
-                    status=ProviderEventStatus.IGNORED,
-                )
-        except IntegrityError as exc:
-            if not _is_repeat(exc):
-                raise
-            ProviderEvent.objects.filter(action=action, event_id=event.event_id[:255]).update(
-                delivery_count=F("delivery_count") + 1
+            row = ProviderEvent.objects.create(
+                organization_id=action.organization_id,
+                action=action,
+                agent_id=action.agent_id,
+                event_id=event_id,
+                context_type=event.context_type,
+                context_key=event.context_key,
+                payload=event.payload,
+                status=ProviderEventStatus.IGNORED,
             )
-            return Ingested(
-                ProviderEvent.objects.get(action=action, event_id=event.event_id[:255]), DUPLICATE
-            )
-        reason = ignore_reason or _gate(action)
-        if reason:
-            _settle(row, ProviderEventStatus.IGNORED, reason=reason)
-        else:
-            _route(row, action, event)
-        row.refresh_from_db()
+            reason = ignore_reason or _gate(action)
+            if reason:
+                _settle(row, ProviderEventStatus.IGNORED, reason=reason)
+            else:
+                _route(row, action, event)
+    except IntegrityError as exc:
+        if not _is_repeat(exc):
+            raise
+        # a concurrent delivery of the same event stored it first: this one is the repeat
+        return Ingested(queries.count_repeated_delivery(action_id=action.pk, event_id=event_id), DUPLICATE)
     return Ingested(row, row.status)
 
 
@@ -123,19 +122,24 @@ def _route(row: ProviderEvent, action: Action, event: InboundEvent) -> None:
     """Start, join or defer. Each pass re-reads the context, so a run that ends between the
     look and the deferral sends the event round again instead of leaving it behind."""
     for _ in range(ROUTE_ATTEMPTS):
-        active = runs.find_active_run(
+        active_id, thread_id = queries.context_state(
             agent_id=action.agent_id, context_type=row.context_type, context_key=row.context_key
         )
-        if active is None:
-            try:
-                run = _start_single(row, action, event)
-            except runs.ContextBusy as busy:  # another delivery won the partial unique index
-                active = busy.active_run
-                if active is None:
-                    continue
-            else:
+        if active_id is None:
+            run = _start_single(row, action, event, thread_id=thread_id)
+            if run is not None:
                 _settle(row, ProviderEventStatus.STARTED, run=run)
                 return
+            # another delivery won the partial unique index
+            active = runs.find_active_run(
+                agent_id=action.agent_id, context_type=row.context_type, context_key=row.context_key
+            )
+            if active is None:
+                continue
+        else:
+            active = AgentRun.objects.filter(pk=active_id).first()
+            if active is None:
+                continue
         if _join_debounced(row, action, event, active) or _defer_behind(row, action, event, active):
             return
     # The context kept changing under us: park the event; the sweep starts it.
@@ -143,27 +147,32 @@ def _route(row: ProviderEvent, action: Action, event: InboundEvent) -> None:
     _settle(row, ProviderEventStatus.DEFERRED, reason="The context was busy; queued for the recovery sweep.")
 
 
-def _start_single(row: ProviderEvent, action: Action, event: InboundEvent) -> AgentRun:
-    """A run for one event, in a savepoint: on ``ContextBusy`` the new thread and message go too."""
+def _start_single(row: ProviderEvent, action: Action, event: InboundEvent, *, thread_id) -> AgentRun | None:
+    """A run for one event with the event's message on its thread (the context's latest, or a
+    new one), all written together by ``runs.runs_create``; ``None`` (nothing written) when
+    the partial unique index refused the run because another run holds the context."""
     now = timezone.now()
     debounce = action.debounce_seconds or 0
-    with transaction.atomic():
-        thread = _thread_for(action, row.context_type, row.context_key)
-        _write_message(row, event, thread)
-        return runs.run_create(
-            agent=action.agent,
-            run_as=action.run_as,
-            source=RunSource.PROVIDER_EVENT,
-            prompt=_prompt(action, 1),
-            thread=thread,
-            context_type=row.context_type,
-            context_key=row.context_key,
-            not_before=now + timedelta(seconds=debounce) if debounce else None,
-            input_extra={"event": row.payload, "events": [row.payload], "event_ids": [row.event_id]},
-            action=action,
-            provider=action.provider,
-            provider_context=event.provider_context,
-        )
+    thread = Thread(pk=thread_id) if thread_id else _new_thread(action, row.context_type, row.context_key)
+    if thread_id:
+        thread._state.adding = False
+    new = runs.run_build(
+        agent=action.agent,
+        run_as=action.run_as,
+        source=RunSource.PROVIDER_EVENT,
+        prompt=_prompt(action, 1),
+        thread=thread,
+        context_type=row.context_type,
+        context_key=row.context_key,
+        not_before=now + timedelta(seconds=debounce) if debounce else None,
+        input_extra={"event": row.payload, "events": [row.payload], "event_ids": [row.event_id]},
+        action=action,
+        provider=action.provider,
+        provider_context=event.provider_context,
+    )
+    new = dataclasses.replace(new, history=(_event_message(row, event, thread),))
+    created = runs.runs_create([new])
+    return created[0] if created else None
 
 
 def _join_debounced(row: ProviderEvent, action: Action, event: InboundEvent, active: AgentRun) -> bool:
@@ -302,12 +311,16 @@ def drain_missed_contexts() -> int:
 
 
 def _settle(row: ProviderEvent, status: str, *, run=None, deferred_behind=None, reason: str = "") -> None:
-    """The event's outcome; only events not yet finally placed (ignored on insert, deferred) move."""
-    ProviderEvent.objects.filter(
-        pk=row.pk, status__in=(ProviderEventStatus.IGNORED, ProviderEventStatus.DEFERRED)
-    ).update(
+    """The event's outcome; only events not yet finally placed (ignored on insert, deferred) move.
+    ``row`` is updated to match, so that nobody reads it back."""
+    fields = dict(
         status=status, run=run, deferred_behind=deferred_behind, reason=reason, processed_at=timezone.now()
     )
+    if ProviderEvent.objects.filter(
+        pk=row.pk, status__in=(ProviderEventStatus.IGNORED, ProviderEventStatus.DEFERRED)
+    ).update(**fields):
+        for name, value in fields.items():
+            setattr(row, name, value)
 
 
 def _thread_for(action: Action, context_type: str, context_key: str) -> Thread:
@@ -322,8 +335,15 @@ def _thread_for(action: Action, context_type: str, context_key: str) -> Thread:
         )
         if latest is not None:
             return latest
+    thread = _new_thread(action, context_type, context_key)
+    thread.save()
+    return thread
+
+
+def _new_thread(action: Action, context_type: str, context_key: str) -> Thread:
+    """An unsaved thread for a new context."""
     title = f"{action.name}: {context_key}" if context_key else action.name
-    return Thread.objects.create(
+    return Thread(
         organization_id=action.organization_id,
         agent_id=action.agent_id,
         title=title[:300],
@@ -332,15 +352,19 @@ def _thread_for(action: Action, context_type: str, context_key: str) -> Thread:
     )
 
 
-def _write_message(row: ProviderEvent, event: InboundEvent, thread: Thread) -> None:
+def _event_message(row: ProviderEvent, event: InboundEvent, thread: Thread) -> Message:
     # Not linked to a run: the worker gives the agent the thread's history without the run's
     # own messages, and the event is history the agent must see.
-    Message.objects.create(
+    return Message(
         thread=thread,
         role=MessageRole.EVENT,
         content=event.content,
         metadata={"kind": "provider_event", "provider_event_id": row.pk, "event_id": row.event_id},
     )
+
+
+def _write_message(row: ProviderEvent, event: InboundEvent, thread: Thread) -> None:
+    _event_message(row, event, thread).save()
 
 
 def _prompt(action: Action, count: int) -> str:

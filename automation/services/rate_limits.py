@@ -1,20 +1,28 @@
-"""The per-action delivery rate limit, counted on the action's row.
+"""The per-action delivery rate limit, counted in Redis.
 
-A fixed window: the first delivery after the window ended starts a new one. The count
-and the window live on ``Action`` so every web process shares them; the update is one
-short transaction of its own, so it never holds the row while an event is ingested.
+A fixed window: every web process counts a delivery with one pipelined ``INCR`` +
+``EXPIRE`` on the key of the action's current window, so the count is shared and no
+database row is written or locked per delivery. The Redis is
+``AUTOMATION_RATE_LIMIT_REDIS_URL`` (default: the Celery broker when it is Redis). A
+deployment without Redis (the embedded default) counts in the process. When Redis cannot
+be reached the delivery is let through: refusing authentic deliveries because a counter
+is down would lose events, and the broker outage is reported elsewhere.
 """
 
+import logging
 import math
+import threading
+import time
 from dataclasses import dataclass
-from datetime import timedelta
 
+import redis
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
-from django.utils import timezone
 
-from automation.models import Action
+logger = logging.getLogger(__name__)
+
+_clients: dict[str, redis.Redis] = {}
+_local: dict[str, int] = {}
+_local_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -25,17 +33,36 @@ class RateDecision:
 
 def action_rate_check(*, action_id) -> RateDecision:
     """Count one delivery for the action; refuse it when the window's limit is spent."""
-    now = timezone.now()
-    window = timedelta(seconds=settings.AUTOMATION_WEBHOOK_RATE_WINDOW_SECONDS)
-    with transaction.atomic():
-        expired = Q(rate_window_started_at__isnull=True) | Q(rate_window_started_at__lte=now - window)
-        Action.objects.filter(expired, pk=action_id).update(rate_window_started_at=now, rate_window_count=0)
-        Action.objects.filter(pk=action_id).update(rate_window_count=F("rate_window_count") + 1)
-        started, count = Action.objects.values_list("rate_window_started_at", "rate_window_count").get(
-            pk=action_id
-        )
-    if count <= settings.AUTOMATION_WEBHOOK_RATE_LIMIT:
+    window = settings.AUTOMATION_WEBHOOK_RATE_WINDOW_SECONDS
+    now = time.time()
+    started = math.floor(now / window) * window
+    key = f"automation:rate:action:{action_id}:{started}"
+    count = _count(key, window)
+    if count is None or count <= settings.AUTOMATION_WEBHOOK_RATE_LIMIT:
         return RateDecision(allowed=True)
-    return RateDecision(
-        allowed=False, retry_after_seconds=max(1, math.ceil((started + window - now).total_seconds()))
-    )
+    return RateDecision(allowed=False, retry_after_seconds=max(1, math.ceil(started + window - now)))
+
+
+def _count(key: str, window: int) -> int | None:
+    url = settings.AUTOMATION_RATE_LIMIT_REDIS_URL
+    if not url:
+        return _count_locally(key)
+    client = _clients.get(url)
+    if client is None:
+        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        count, _ = client.pipeline(transaction=False).incr(key).expire(key, window + 1).execute()
+    except redis.RedisError as exc:
+        logger.warning("Rate limit not counted, Redis unreachable: %s", exc)
+        return None
+    return count
+
+
+def _count_locally(key: str) -> int:
+    with _local_lock:
+        if key not in _local:
+            prefix = key.rpartition(":")[0]
+            for stale in [k for k in _local if k.startswith(prefix)]:  # earlier windows of the action
+                del _local[stale]
+        _local[key] = _local.get(key, 0) + 1
+        return _local[key]

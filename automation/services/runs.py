@@ -14,16 +14,18 @@ runs through that module.
 import logging
 import traceback
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from celery import signature
+from celery import current_app, signature
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from agentpress.agents.models import Agent, Message, MessageRole, Thread
+from automation import queries
 from automation.models import AgentRun, RunEvent
 from automation.services.audit import audit_record
 from automation.states import (
@@ -93,6 +95,86 @@ def is_context_conflict(exc: IntegrityError) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """The unsaved rows of one run about to be created: the run, its ``created`` event, its
+    prompt message and its thread (unsaved when the run starts a new conversation)."""
+
+    run: AgentRun
+    event: RunEvent
+    prompt: Message
+    thread: Thread
+    history: tuple[Message, ...] = ()  # written to the thread before the prompt, with the run
+
+    @property
+    def due(self) -> bool:
+        return self.run.dispatched_at is not None
+
+
+def run_build(
+    *,
+    agent: Agent,
+    run_as,
+    source: RunSource,
+    prompt: str,
+    thread: Thread | None = None,
+    context_type: str = "",
+    context_key: str = "",
+    not_before: datetime | None = None,
+    input_extra: dict | None = None,
+    actor=None,
+    **links,
+) -> NewRun:
+    """The rows ``run_create`` stores, built without touching the database (so that a batch
+    of them can be stored together). Arguments as for ``run_create``."""
+    now = timezone.now()
+    due = not_before is None or not_before <= now
+    if thread is None:
+        thread = Thread(
+            organization_id=agent.organization_id,
+            agent=agent,
+            title=f"{RunSource(source).label} run",
+            context_type=context_type,
+            context_key=context_key,
+        )
+    run = AgentRun(
+        organization_id=agent.organization_id,
+        agent=agent,
+        run_as=run_as,
+        source=source,
+        thread=thread,
+        context_type=context_type,
+        context_key=context_key,
+        not_before=not_before,
+        # stamped as sent now, so that sending costs no statement; a failed send clears it
+        dispatched_at=now if due else None,
+        input_snapshot={
+            "prompt": prompt,
+            "instructions": agent.instructions,
+            "runtime": agent.runtime,
+            **(input_extra or {}),
+        },
+        **links,
+    )
+    event = RunEvent(
+        run=run,
+        kind="created",
+        detail={
+            "source": source,
+            "by": getattr(actor, "username", None),
+            "not_before": not_before.isoformat() if not_before else None,
+        },
+    )
+    message = Message(
+        thread=thread,
+        run=run,
+        role=MessageRole.SYSTEM,
+        content=prompt,
+        metadata={"kind": "automation_prompt"},
+    )
+    return NewRun(run=run, event=event, prompt=message, thread=thread)
+
+
 def run_create(
     *,
     agent: Agent,
@@ -113,75 +195,91 @@ def run_create(
     ``scheduled_for``, ``action``, ``follow_up``, ``previous_run``, ``retry_of``,
     ``provider``, ``provider_context``, ``metadata``). Raises ``ContextBusy`` when the
     partial unique index finds another active run on the context; nothing is stored then.
+    A new thread, the run, its ``created`` event and its prompt message are one statement
+    (``queries.insert_run``).
     """
-    snapshot = {
-        "prompt": prompt,
-        "instructions": agent.instructions,
-        "runtime": agent.runtime,
-        **(input_extra or {}),
-    }
-    with transaction.atomic():
-        if thread is None:
-            thread = Thread.objects.create(
-                organization_id=agent.organization_id,
-                agent=agent,
-                title=f"{RunSource(source).label} run",
-                context_type=context_type,
-                context_key=context_key,
-            )
-        try:
-            with transaction.atomic():
-                run = AgentRun.objects.create(
-                    organization_id=agent.organization_id,
-                    agent=agent,
-                    run_as=run_as,
-                    source=source,
-                    thread=thread,
-                    context_type=context_type,
-                    context_key=context_key,
-                    not_before=not_before,
-                    input_snapshot=snapshot,
-                    **links,
-                )
-        except IntegrityError as exc:
-            if not is_context_conflict(exc):
-                raise
-            active = find_active_run(agent_id=agent.pk, context_type=context_type, context_key=context_key)
-            raise ContextBusy(active) from exc
-        record_event(
-            run.pk,
-            "created",
-            source=source,
-            by=getattr(actor, "username", None),
-            not_before=not_before.isoformat() if not_before else None,
-        )
-        Message.objects.create(
-            thread=thread,
-            run=run,
-            role=MessageRole.SYSTEM,
-            content=prompt,
-            metadata={"kind": "automation_prompt"},
-        )
-        if not_before is None or not_before <= timezone.now():
-            transaction.on_commit(lambda: dispatch_run(run_id=run.pk))
-    return run
+    new = run_build(
+        agent=agent,
+        run_as=run_as,
+        source=source,
+        prompt=prompt,
+        thread=thread,
+        context_type=context_type,
+        context_key=context_key,
+        not_before=not_before,
+        input_extra=input_extra,
+        actor=actor,
+        **links,
+    )
+    try:
+        # inside a caller's transaction a refused row must not abort it: a savepoint then
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            queries.insert_run(new)
+    except IntegrityError as exc:
+        if not is_context_conflict(exc):
+            raise
+        active = find_active_run(agent_id=agent.pk, context_type=context_type, context_key=context_key)
+        raise ContextBusy(active) from exc
+    if new.due:
+        transaction.on_commit(lambda: dispatch_run(run_id=new.run.pk))
+    return new.run
+
+
+def runs_create(batch: list[NewRun]) -> list[AgentRun]:
+    """Store a batch of built runs in a fixed number of statements (``queries.insert_runs``),
+    inside the caller's transaction, and send the due ones together on commit. A run the
+    database refuses (a taken slot, a busy context) is left out, with its thread, event and
+    message; the caller finds it missing from the answer."""
+    if not batch:
+        return []
+    stored = queries.insert_runs(batch)
+    created = [new.run for new in batch if new.run.pk in stored]
+    due = [run.pk for run in created if run.dispatched_at is not None]
+    if due:
+        transaction.on_commit(lambda: dispatch_runs(due))
+    return created
 
 
 EXECUTE_RUN_TASK = "automation.execute_run"
 
 
 def dispatch_run(*, run_id) -> bool:
-    """Send ``execute_run`` to the broker. A failure leaves the run pending for the sweep.
+    """Send ``execute_run`` to the broker. The sender stamped ``dispatched_at`` already; a
+    failure clears it and is recorded, so the redispatch sweep sends the run at its next pass.
 
     The task is named, not imported: tasks sit above the services and call them."""
     try:
         signature(EXECUTE_RUN_TASK, args=[str(run_id)]).apply_async(retry=False)
     except Exception as exc:  # broker down: the run is stored; redispatch_pending_runs re-sends it
         logger.warning("Could not send run %s to the broker: %s", run_id, exc)
-        record_event(run_id, "dispatch_failed", error=f"{type(exc).__name__}: {exc}")
+        with transaction.atomic():
+            AgentRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(dispatched_at=None)
+            record_event(run_id, "dispatch_failed", error=f"{type(exc).__name__}: {exc}")
         return False
-    AgentRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(dispatched_at=timezone.now())
     return True
+
+
+def dispatch_runs(run_ids: list) -> int:
+    """Send ``execute_run`` for each run through one broker connection; returns how many
+    went. Those not sent when the broker fails are cleared for the redispatch sweep."""
+    sent = 0
+    try:
+        with current_app.producer_or_acquire() as producer:
+            for run_id in run_ids:
+                signature(EXECUTE_RUN_TASK, args=[str(run_id)]).apply_async(producer=producer, retry=False)
+                sent += 1
+    except Exception as exc:  # broker down: the runs are stored; redispatch_pending_runs re-sends them
+        unsent = run_ids[sent:]
+        logger.warning("Could not send %s runs to the broker: %s", len(unsent), exc)
+        with transaction.atomic():
+            AgentRun.objects.filter(pk__in=unsent, status=RunStatus.PENDING).update(dispatched_at=None)
+            RunEvent.objects.bulk_create(
+                RunEvent(
+                    run_id=run_id, kind="dispatch_failed", detail={"error": f"{type(exc).__name__}: {exc}"}
+                )
+                for run_id in unsent
+            )
+    return sent
 
 
 def claim_run(*, run_id, worker: str) -> Lease | None:
@@ -231,35 +329,47 @@ def heartbeat_run(*, run_id, lease_token) -> bool:
     )
 
 
-def mark_completed(*, run_id, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:
-    """``running → completed`` and the agent's messages, only while the lease is ours.
-    Returns the ended run, or ``None`` when the result came too late (recorded as such)."""
-    with transaction.atomic():
-        done = _transition(run_id, RunStatus.COMPLETED, expect_token=lease_token, completed_at=timezone.now())
-        if not done:
-            _discard_late_result(run_id, worker, "completed")
-            return None
-        run = AgentRun.objects.get(pk=run_id)
-        Message.objects.bulk_create(
+def mark_completed(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:
+    """``running → completed`` and the agent's messages, only while the lease is ours
+    (``queries.finish_run``). ``run`` is the row the worker claimed; it is returned ended,
+    or ``None`` when the result came too late (recorded as such)."""
+    return _finish(
+        run,
+        lease_token,
+        worker,
+        {"status": RunStatus.COMPLETED, "completed_at": timezone.now()},
+        {"worker": worker, "messages": len(messages), "tool_calls": len(tool_calls)},
+        [
             Message(thread_id=run.thread_id, run=run, role=m.role, content=m.content, metadata=m.metadata)
             for m in messages
-        )
-        record_event(run_id, "completed", worker=worker, messages=len(messages), tool_calls=len(tool_calls))
+        ],
+    )
+
+
+def mark_failed(*, run: AgentRun, lease_token, error: str, worker: str) -> AgentRun | None:
+    """``running → failed`` with ``last_error``, only while the lease is ours. ``run`` is the
+    row the worker claimed; it is returned ended, or ``None`` when the result came too late."""
+    return _finish(
+        run,
+        lease_token,
+        worker,
+        {"status": RunStatus.FAILED, "completed_at": timezone.now(), "last_error": error},
+        {"worker": worker, "error": error.splitlines()[0][:300] if error else ""},
+        [],
+    )
+
+
+def _finish(run: AgentRun, lease_token, worker: str, fields: dict, detail: dict, messages) -> AgentRun | None:
+    event = RunEvent(run=run, kind=fields["status"], detail=detail)
+    allowed = RUN_TRANSITIONS[fields["status"]]
+    if not queries.finish_run(
+        run=run, lease_token=lease_token, allowed=allowed, fields=fields, event=event, messages=messages
+    ):
+        _discard_late_result(run.pk, worker, fields["status"])
+        return None
+    for name, value in fields.items():
+        setattr(run, name, value)
     return run
-
-
-def mark_failed(*, run_id, lease_token, error: str, worker: str) -> AgentRun | None:
-    """``running → failed`` with ``last_error``, only while the lease is ours.
-    Returns the ended run, or ``None`` when the result came too late (recorded as such)."""
-    with transaction.atomic():
-        done = _transition(
-            run_id, RunStatus.FAILED, expect_token=lease_token, completed_at=timezone.now(), last_error=error
-        )
-        if not done:
-            _discard_late_result(run_id, worker, "failed")
-            return None
-        record_event(run_id, "failed", worker=worker, error=error.splitlines()[0][:300] if error else "")
-        return AgentRun.objects.get(pk=run_id)
 
 
 def _discard_late_result(run_id, worker: str, outcome: str) -> None:

@@ -13,12 +13,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from agentpress.orgs.models import Membership
-from automation import cadence
-from automation.models import AgentRun, Schedule
+from automation import cadence, queries
+from automation.models import AgentRun, RunEvent, Schedule
 from automation.services import runs
 from automation.services.audit import audit_record
 from automation.states import RUN_ACTIVE, Cadence, OverlapPolicy, RunSource
@@ -259,12 +258,36 @@ def gate_reason(schedule: Schedule) -> str:
     return ""
 
 
+# What the dispatcher writes on a schedule; a batch writes all of them, as held in each row.
+DISPATCHER_FIELDS = [
+    "next_run_at", "missed_count", "last_missed_at", "blocked_reason", "last_run_at", "buffered_slot",
+    "skipped_count",
+]  # fmt: skip
+
+
+@dataclass
+class _DueSlot:
+    """The slot one due schedule of a batch fires, while the batch is being decided."""
+
+    schedule: Schedule
+    slot: datetime
+    missed: int
+    before: dict  # the dispatcher's fields as locked, restored if the slot turns out broken
+    new: runs.NewRun | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{_label(self.slot)} slot"
+
+
 def fire_due_schedules() -> int:
     """Turn every due slot into at most one run and move each schedule to its next slot.
 
     Batches are claimed with ``SKIP LOCKED`` through the partial index on ``next_run_at``
     of enabled rows, so concurrent dispatchers split the work and the cost follows the
-    number of due schedules. Returns how many runs started.
+    number of due schedules. Each batch is decided in Python and written in a fixed number
+    of statements (``_fire_batch``); its runs are sent when it commits. Returns how many
+    runs started.
     """
     started = 0
     batch_size = settings.AUTOMATION_SCHEDULE_BATCH_SIZE
@@ -277,37 +300,72 @@ def fire_due_schedules() -> int:
                 .filter(enabled=True, next_run_at__lte=now)
                 .order_by("next_run_at", "id")[:batch_size]
             )
-            for schedule in due:
-                started += _fire(schedule, now=now)
+            if due:
+                started += _fire_batch(due, now=now)
         if len(due) < batch_size:
             return started
 
 
-def _fire(schedule: Schedule, *, now: datetime) -> int:
-    try:
-        with transaction.atomic():
-            return _fire_locked(schedule, now=now)
-    except Exception as exc:  # one broken schedule must not hold up the others
-        logger.exception("Schedule %s could not fire", schedule.pk)
+def _fire_batch(due: list[Schedule], *, now: datetime) -> int:
+    """Fire a locked batch of due schedules: whatever its size, one query for the active runs
+    of the schedules that may overlap, two statements for the new runs (with their threads,
+    events and prompts), one for the events of slots held back, one for every schedule's new
+    state. A schedule whose slot cannot be computed or built is recorded as broken and the
+    others still fire; a run the database refuses goes through the one-slot path."""
+    firing: list[_DueSlot] = []
+    for schedule in due:
+        before = {name: getattr(schedule, name) for name in DISPATCHER_FIELDS}
         try:
-            following = cadence.next_fire_time(schedule, now)
-        except Exception:  # settings no longer computable: park the row until someone fixes it
-            following = None
-        _record(
-            schedule,
-            next_run_at=following,
-            blocked_reason=f"Could not fire: {type(exc).__name__}: {exc}"[:300],
-        )
-        return 0
+            if (slot := _decide_slot(schedule, now=now, before=before)) is not None:
+                firing.append(slot)
+        except Exception as exc:  # one broken schedule must not hold up the others
+            _broken(schedule, before, exc, now=now)
+    active = _active_runs([f.schedule for f in firing if f.schedule.overlap_policy != OverlapPolicy.ALLOW])
+    held_events, batch = [], []
+    for f in firing:
+        if (active_id := active.get(f.schedule.pk)) is not None:
+            _, fields, event = _hold(f.schedule, slot=f.slot, label=f.label, active_id=active_id)
+            _apply(f.schedule, fields)
+            held_events.append(event)
+            continue
+        try:
+            f.new = runs.run_build(**_run_fields(f.schedule, slot=f.slot, trigger="cadence", missed=f.missed))
+        except Exception as exc:
+            _broken(f.schedule, f.before, exc, now=now)
+            continue
+        batch.append(f)
+    created = {run.pk for run in runs.runs_create([f.new for f in batch])}
+    started = 0
+    for f in batch:
+        if f.new.run.pk in created:
+            _apply(f.schedule, _started_fields(f.schedule, slot=f.slot, now=now))
+            started += 1
+            continue
+        # refused (the slot has a run already, or the context became busy): decide it alone
+        try:
+            with transaction.atomic():
+                outcome, fields = _start_or_hold(
+                    f.schedule, slot=f.slot, now=now, label=f.label, trigger="cadence", missed=f.missed
+                )
+        except Exception as exc:
+            _broken(f.schedule, f.before, exc, now=now)
+            continue
+        _apply(f.schedule, fields)
+        started += int(outcome.outcome == "started")
+    RunEvent.objects.bulk_create(event for event in held_events if event is not None)
+    queries.update_rows(due, DISPATCHER_FIELDS)
+    return started
 
 
-def _fire_locked(schedule: Schedule, *, now: datetime) -> int:
+def _decide_slot(schedule: Schedule, *, now: datetime, before: dict) -> _DueSlot | None:
+    """Apply to the (locked) row what the clock says: a gated or missed slot moves it on and
+    fires nothing; otherwise the slot to fire, with the missed ones counted."""
     reason = gate_reason(schedule)
     if reason:
         # Moving on from now (not from the stale slot) is what keeps re-enabling from
         # bursting: by the time the gate opens, next_run_at is already a future slot.
-        _record(schedule, next_run_at=cadence.next_fire_time(schedule, now), blocked_reason=reason)
-        return 0
+        _apply(schedule, {"next_run_at": cadence.next_fire_time(schedule, now), "blocked_reason": reason})
+        return None
     slots = cadence.due_slots(schedule, schedule.next_run_at, now)
     fields: dict = {"next_run_at": cadence.next_fire_time(schedule, slots.latest)}
     missed, last_missed = slots.earlier, slots.previous
@@ -315,23 +373,50 @@ def _fire_locked(schedule: Schedule, *, now: datetime) -> int:
     if not in_window:
         missed, last_missed = missed + 1, slots.latest
     if missed:
-        fields.update(missed_count=F("missed_count") + missed, last_missed_at=last_missed)
+        fields.update(missed_count=schedule.missed_count + missed, last_missed_at=last_missed)
     if not in_window:
         fields["blocked_reason"] = (
             f"Missed the {_label(slots.latest)} slot: the dispatcher reached it after the catch-up window."
         )
-        _record(schedule, **fields)
-        return 0
-    outcome, held = _start_or_hold(
+        _apply(schedule, fields)
+        return None
+    _apply(schedule, fields)
+    return _DueSlot(schedule=schedule, slot=slots.latest, missed=missed, before=before)
+
+
+def _broken(schedule: Schedule, before: dict, exc: Exception, *, now: datetime) -> None:
+    """Record why the schedule could not fire and move it on; what the failed attempt had
+    decided for the row is undone (``before``)."""
+    logger.error("Schedule %s could not fire", schedule.pk, exc_info=exc)
+    _apply(schedule, before)
+    try:
+        following = cadence.next_fire_time(schedule, now)
+    except Exception:  # settings no longer computable: park the row until someone fixes it
+        following = None
+    _apply(
         schedule,
-        slot=slots.latest,
-        now=now,
-        label=f"{_label(slots.latest)} slot",
-        trigger="cadence",
-        missed=missed,
+        {"next_run_at": following, "blocked_reason": f"Could not fire: {type(exc).__name__}: {exc}"[:300]},
     )
-    _record(schedule, **fields, **held)
-    return int(outcome.outcome == "started")
+
+
+def _active_runs(schedules: list[Schedule]) -> dict:
+    """The oldest active run of each schedule that has one, by schedule id (one query)."""
+    if not schedules:
+        return {}
+    active = {}
+    rows = (
+        AgentRun.objects.filter(schedule_id__in=[s.pk for s in schedules], status__in=RUN_ACTIVE)
+        .order_by("schedule_id", "created_at")
+        .values_list("schedule_id", "pk")
+    )
+    for schedule_id, run_id in rows:
+        active.setdefault(schedule_id, run_id)
+    return active
+
+
+def _apply(schedule: Schedule, fields: dict) -> None:
+    for name, value in fields.items():
+        setattr(schedule, name, value)
 
 
 def release_buffered_slot(*, run: AgentRun) -> None:
@@ -377,53 +462,71 @@ def _lock(schedule_id) -> Schedule | None:
 def _start_or_hold(schedule: Schedule, *, slot: datetime, now: datetime, label: str, trigger: str, **extra):
     """Start a run for ``slot`` unless the overlap policy holds it back; returns the outcome
     and the schedule fields to record. The caller holds the schedule's row lock."""
-    active = None
+    active_id = None
     if schedule.overlap_policy != OverlapPolicy.ALLOW:
-        active = (
-            AgentRun.objects.filter(schedule=schedule, status__in=RUN_ACTIVE).order_by("created_at").first()
-        )
-    if active is None:
+        active_id = _active_runs([schedule]).get(schedule.pk)
+    if active_id is None:
         try:
-            with transaction.atomic():
-                run = _create_run(schedule, slot=slot, trigger=trigger, **extra)
-            fields = {"last_run_at": now, "blocked_reason": "", "buffered_slot": None}
-            if schedule.buffered_slot not in (None, slot):  # a waiting slot this run supersedes
-                fields["skipped_count"] = F("skipped_count") + 1
-            return SlotOutcome("started", run=run), fields
+            run = runs.run_create(**_run_fields(schedule, slot=slot, trigger=trigger, **extra))
+            return SlotOutcome("started", run=run), _started_fields(schedule, slot=slot, now=now)
         except runs.ContextBusy as busy:  # a run of this context started since the check
-            active = busy.active_run
+            active_id = busy.active_run.pk if busy.active_run else None
         except IntegrityError as exc:
             if "agent_runs_one_per_schedule_slot" not in str(exc) and "scheduled_for" not in str(exc):
                 raise
             return SlotOutcome("duplicate"), {}
-    active_name = f"run {active.pk}" if active else "another run"
+    outcome, fields, event = _hold(schedule, slot=slot, label=label, active_id=active_id)
+    if event is not None:
+        event.save()
+    return outcome, fields
+
+
+def _started_fields(schedule: Schedule, *, slot: datetime, now: datetime) -> dict:
+    fields = {"last_run_at": now, "blocked_reason": "", "buffered_slot": None}
+    if schedule.buffered_slot not in (None, slot):  # a waiting slot this run supersedes
+        fields["skipped_count"] = schedule.skipped_count + 1
+    return fields
+
+
+def _hold(
+    schedule: Schedule, *, slot: datetime, label: str, active_id
+) -> tuple[SlotOutcome, dict, RunEvent | None]:
+    """The slot waits (``buffer_one``) or is skipped behind the active run: the outcome, the
+    schedule fields, and the (unsaved) event that tells the active run's timeline."""
+    active = AgentRun(pk=active_id) if active_id else None
+    active_name = f"run {active_id}" if active_id else "another run"
     if schedule.overlap_policy == OverlapPolicy.BUFFER_ONE:
         fields = {"buffered_slot": slot, "blocked_reason": f"{label} waits for {active_name} to end."}
         if schedule.buffered_slot not in (None, slot):  # only one waits: the older one gives way
-            fields["skipped_count"] = F("skipped_count") + 1
-        if active:
-            runs.record_event(
-                active.pk, "schedule_slot_buffered", schedule_id=schedule.pk, slot=slot.isoformat()
-            )
-        return SlotOutcome("buffered", active_run=active), fields
-    if active:
-        runs.record_event(active.pk, "schedule_slot_skipped", schedule_id=schedule.pk, slot=slot.isoformat())
+            fields["skipped_count"] = schedule.skipped_count + 1
+        event = _slot_event(active_id, "schedule_slot_buffered", schedule, slot)
+        return SlotOutcome("buffered", active_run=active), fields, event
     fields = {
-        "skipped_count": F("skipped_count") + 1,
+        "skipped_count": schedule.skipped_count + 1,
         "blocked_reason": f"{label} skipped: {active_name} was still active.",
         "buffered_slot": None,
     }
-    return SlotOutcome("skipped", active_run=active, reason=fields["blocked_reason"]), fields
+    event = _slot_event(active_id, "schedule_slot_skipped", schedule, slot)
+    return SlotOutcome("skipped", active_run=active, reason=fields["blocked_reason"]), fields, event
 
 
-def _create_run(schedule: Schedule, *, slot: datetime, trigger: str, **extra) -> AgentRun:
+def _slot_event(active_id, kind: str, schedule: Schedule, slot: datetime) -> RunEvent | None:
+    if not active_id:
+        return None
+    return RunEvent(
+        run_id=active_id, kind=kind, detail={"schedule_id": schedule.pk, "slot": slot.isoformat()}
+    )
+
+
+def _run_fields(schedule: Schedule, *, slot: datetime, trigger: str, **extra) -> dict:
+    """What ``runs.run_create`` / ``runs.run_build`` take for a run of ``slot``."""
     # skip and buffer_one share one context per schedule, so the one-active-run-per-context
     # index backs the overlap check. allow must run side by side, so each of its slots gets
     # its own context (the slot constraint already keeps a slot from running twice).
     key = schedule.context_key
     if schedule.overlap_policy == OverlapPolicy.ALLOW:
         key = f"{key}@{slot.isoformat()}"
-    return runs.run_create(
+    return dict(
         agent=schedule.agent,
         run_as=schedule.run_as,
         source=RunSource.SCHEDULE,

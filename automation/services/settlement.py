@@ -7,6 +7,8 @@ the run is linked to. Everything above the services (the worker, the sweeps, the
 the console, the admin) ends runs through the verbs here.
 """
 
+from contextlib import nullcontext
+
 from django.db import transaction
 
 from agentpress.ops import metrics
@@ -19,32 +21,49 @@ def run_ended(run: AgentRun) -> None:
     its follow-up's outcome, the provider events deferred behind it, a buffered slot of
     its schedule, and the finished-run metrics."""
     metrics.record_run_finished(run)
-    follow_ups.settle_follow_up(run=run)
-    provider_events.drain_deferred_events(run=run)
-    schedules.release_buffered_slot(run=run)
+    # nothing is asked of a domain the run has no link to
+    if run.follow_up_id:
+        follow_ups.settle_follow_up(run=run)
+    if run.context_key:
+        provider_events.drain_deferred_events(run=run)
+    if run.schedule_id:
+        schedules.release_buffered_slot(run=run)
 
 
-def complete_run(*, run_id, lease_token, messages, tool_calls, worker: str) -> bool:
+def hangs_on(run: AgentRun) -> bool:
+    """Whether anything may hang on the run: a follow-up it fulfils, a schedule whose slot
+    may wait for it, or a context that events may be deferred on. A run with none of these
+    ends in one statement, without a transaction around it."""
+    return bool(run.follow_up_id or run.schedule_id or run.context_key)
+
+
+def _ending(run: AgentRun):
+    return transaction.atomic() if hangs_on(run) else nullcontext()
+
+
+def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> bool:
     """``running → completed`` with the agent's messages while the lease is ours, then
-    settled. ``False`` when the result came too late and was discarded."""
-    with transaction.atomic():
-        run = runs.mark_completed(
-            run_id=run_id, lease_token=lease_token, messages=messages, tool_calls=tool_calls, worker=worker
+    settled in the same transaction. ``run`` is the row the worker claimed. ``False`` when
+    the result came too late and was discarded."""
+    with _ending(run):
+        ended = runs.mark_completed(
+            run=run, lease_token=lease_token, messages=messages, tool_calls=tool_calls, worker=worker
         )
-        if run is None:
+        if ended is None:
             return False
-        run_ended(run)
+        run_ended(ended)
     return True
 
 
-def fail_run(*, run_id, lease_token, error: str, worker: str) -> bool:
-    """``running → failed`` with ``last_error`` while the lease is ours, then settled.
-    ``False`` when the result came too late and was discarded."""
-    with transaction.atomic():
-        run = runs.mark_failed(run_id=run_id, lease_token=lease_token, error=error, worker=worker)
-        if run is None:
+def fail_run(*, run: AgentRun, lease_token, error: str, worker: str) -> bool:
+    """``running → failed`` with ``last_error`` while the lease is ours, then settled in the
+    same transaction. ``run`` is the row the worker claimed. ``False`` when the result came
+    too late and was discarded."""
+    with _ending(run):
+        ended = runs.mark_failed(run=run, lease_token=lease_token, error=error, worker=worker)
+        if ended is None:
             return False
-        run_ended(run)
+        run_ended(ended)
     return True
 
 

@@ -191,7 +191,7 @@ def test_a_completed_run_updates_the_cards_without_reloading(page, sign_in, rost
     assert card(page, "completed").inner_text() == "0"
 
     assert complete_run(
-        run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="browser-test"
+        run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="browser-test"
     )
     expect(card(page, "completed")).to_have_text("1", timeout=15000)
     assert card(page, "running").inner_text() == "0"

@@ -191,7 +191,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def gunicorn_argv(port: int, workers: int = 2, threads: int = 1) -> list[str]:
+def gunicorn_argv(port: int, workers: int = 2, threads: int = 4) -> list[str]:
     """The production web server as the Procfile starts it, on ``port``."""
     return [
         sys.executable,
@@ -202,6 +202,8 @@ def gunicorn_argv(port: int, workers: int = 2, threads: int = 1) -> list[str]:
         f"127.0.0.1:{port}",
         "--workers",
         str(workers),
+        "--worker-class",
+        "gthread",
         "--threads",
         str(threads),
         "--timeout",

@@ -1,10 +1,12 @@
+import base64
+import hashlib
+import hmac
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from automation.providers.webhook import sign
 from automation.services import runs
 from tests.factories import ActionFactory
 
@@ -35,11 +37,15 @@ def webhook_action(roster):
 def signed_headers(
     secret: str, body: bytes, *, msg_id="msg_2KWPBgLlAfxdpx2AI54pPJ85f1W", timestamp=None
 ) -> dict:
+    """Headers signed as the Standard Webhooks spec says, by hand over the raw bytes (any
+    bytes, so that the verifier is tried against the spec and not against itself)."""
     timestamp = int(time.time()) if timestamp is None else timestamp
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body),
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
     }
 
 

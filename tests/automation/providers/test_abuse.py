@@ -116,7 +116,7 @@ def test_a_burst_below_the_limit_loses_nothing(client, webhook_action, settings)
     # the first run of each context completes: everything deferred behind it starts exactly one run
     for run in list(AgentRun.objects.all()):
         lease = claim_run(run_id=run.pk, worker="t")
-        complete_run(run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="t")
+        complete_run(run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="t")
     assert AgentRun.objects.count() == 10
     by_status = dict(
         ProviderEvent.objects.values_list("status").annotate(n=__import__("django").db.models.Count("*"))

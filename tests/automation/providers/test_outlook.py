@@ -85,7 +85,7 @@ def test_second_message_of_the_conversation_reuses_the_thread(mailbox):
     first = notify(mailbox, message_notification("n-1", "m-1")).json()["results"][0]
     run = AgentRun.objects.get(pk=first["runId"])
     lease = runs.claim_run(run_id=run.pk, worker="w1")
-    settlement.complete_run(run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w1")
+    settlement.complete_run(run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="w1")
     second = notify(mailbox, message_notification("n-2", "m-2")).json()["results"][0]
     assert second["status"] == "started"
     follow = AgentRun.objects.get(pk=second["runId"])

@@ -43,10 +43,10 @@ def finish(run, status=RunStatus.COMPLETED):
     assert lease is not None
     if status == RunStatus.COMPLETED:
         assert settlement.complete_run(
-            run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w1"
+            run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="w1"
         )
     else:
-        assert settlement.fail_run(run_id=run.pk, lease_token=lease.token, error="boom", worker="w1")
+        assert settlement.fail_run(run=lease.run, lease_token=lease.token, error="boom", worker="w1")
 
 
 def statuses():

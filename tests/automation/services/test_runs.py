@@ -31,7 +31,7 @@ def test_create_claim_complete_writes_messages_and_timeline(roster, django_captu
     assert lease is not None and lease.run.status == RunStatus.RUNNING and lease.run.attempt == 1
     assert runs.claim_run(run_id=run.pk, worker="w2") is None
     assert settlement.complete_run(
-        run_id=run.pk,
+        run=lease.run,
         lease_token=lease.token,
         messages=[OutMessage("assistant", "hi!")],
         tool_calls=[],
@@ -56,7 +56,7 @@ def test_late_result_after_recovery_is_discarded_and_recorded(roster):
     assert run.status == RunStatus.INTERRUPTED
     assert "w1" in run.last_error and "last heartbeat" in run.last_error
     assert not settlement.complete_run(
-        run_id=run.pk,
+        run=lease.run,
         lease_token=lease.token,
         messages=[OutMessage("assistant", "late")],
         tool_calls=[],

@@ -241,14 +241,14 @@ def test_checks_name_every_bad_field(roster, clock):
 @pytest.mark.sqlite
 def test_a_broken_schedule_is_recorded_and_the_others_still_fire(roster, clock, monkeypatch):
     broken, fine = make(roster, name="broken"), make(roster, name="fine")
-    real = runs.run_create
+    real = runs.run_build
 
-    def run_create(**kwargs):
+    def run_build(**kwargs):
         if kwargs["schedule"] == broken:
             raise RuntimeError("runtime misconfigured")
         return real(**kwargs)
 
-    monkeypatch.setattr(runs, "run_create", run_create)
+    monkeypatch.setattr(runs, "run_build", run_build)
     clock.move_to(T0 + timedelta(hours=1))
     assert schedules.fire_due_schedules() == 1
     assert len(schedule_runs(fine)) == 1 and schedule_runs(broken) == []

@@ -1,0 +1,329 @@
+"""The named statements of the hot path, in one place (like procrastinate's ``queries.sql``).
+
+Each function here is one statement (or, where SQLite cannot say it in one, the few it
+needs, side by side), named for what it does and described by its docstring; the
+services call them by name and keep the rules (guards, outcomes, what to settle).
+
+On PostgreSQL a unit of work is one round trip: data-modifying CTEs write the run, its
+``RunEvent`` and its messages together, so outside an explicit transaction each statement
+is its own atomic transaction. SQLite has no data-modifying CTEs: its forms run the same
+writes as a few statements inside one transaction.
+
+Rows are written with the columns and values Django itself would write (defaults,
+``auto_now_add``, JSON and UUID adaptation), taken from the model instances, so a field
+added to a model needs no change here.
+"""
+
+from collections.abc import Iterable
+
+from django.db import IntegrityError, connection, models, transaction
+
+from agentpress.agents.models import Message
+from automation.models import AgentRun, ProviderEvent, RunEvent
+from automation.states import RUN_ACTIVE
+
+
+def _row(obj: models.Model) -> tuple[list[str], list[str], list]:
+    """Columns, placeholders (typed on PostgreSQL) and parameters of ``obj`` as an INSERT row."""
+    columns, placeholders, params = [], [], []
+    for field in type(obj)._meta.local_concrete_fields:
+        if field.primary_key and getattr(obj, field.attname) is None:
+            continue  # a serial key: the database numbers the row
+        value = field.get_db_prep_save(field.pre_save(obj, add=True), connection)
+        columns.append(connection.ops.quote_name(field.column))
+        if connection.vendor == "postgresql":
+            placeholders.append(f"CAST(%s AS {field.db_type(connection)})")
+        else:
+            placeholders.append("%s")
+        params.append(value)
+    return columns, placeholders, params
+
+
+def _loaded(obj: models.Model) -> models.Model:
+    """Mark an instance written by a statement here as a stored row."""
+    obj._state.adding = False
+    obj._state.db = connection.alias
+    return obj
+
+
+def _insert_sql(obj: models.Model, *, replace: dict[str, str] | None = None) -> tuple[str, list]:
+    """``INSERT INTO <table> (…) VALUES (…)``; ``replace`` puts SQL in place of a column's value."""
+    columns, placeholders, params = _row(obj)
+    kept = []
+    for n, column in enumerate(columns):
+        name = column.strip('"')
+        if replace and name in replace:
+            placeholders[n] = replace[name]
+        else:
+            kept.append(params[n])
+    table = connection.ops.quote_name(obj._meta.db_table)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(placeholders)})", kept
+
+
+def _select_row_sql(obj: models.Model, source: str) -> tuple[str, list]:
+    """``INSERT INTO <table> (…) SELECT <values> FROM <source>``: written only when ``source``
+    (a CTE of this statement) yielded a row."""
+    columns, placeholders, params = _row(obj)
+    table = connection.ops.quote_name(obj._meta.db_table)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(placeholders)} FROM {source}",
+        params,
+    )
+
+
+# --- create a run ------------------------------------------------------------------------------
+
+
+def insert_run(new) -> AgentRun:
+    """Store a new pending run (``runs.NewRun``) with its ``created`` event and its prompt
+    message, and its thread when that is new. One statement on PostgreSQL; nothing is
+    stored when the database refuses the run (``IntegrityError``: a busy context or a taken
+    slot). The run's id is known already (a UUID); a new thread's comes from the database.
+    """
+    if connection.vendor != "postgresql":
+        return _insert_run_sqlite(new)
+    parts, params = [], []
+    fresh = new.thread._state.adding
+    refer = None
+    if fresh:
+        sql, values = _insert_sql(new.thread)
+        parts.append(f"thread AS ({sql} RETURNING id)")
+        params += values
+        refer = {"thread_id": "(SELECT id FROM thread)"}
+    for n, obj in enumerate((new.run, new.event, *new.history, new.prompt)):
+        sql, values = _insert_sql(obj, replace=refer if obj is not new.event else None)
+        parts.append(f"w{n} AS ({sql})")
+        params += values
+    final = "SELECT id FROM thread" if fresh else "SELECT NULL"
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} {final}", params)
+        (thread_id,) = cursor.fetchone()
+    if fresh:
+        new.thread.pk = thread_id
+        _share_thread(new)
+    for obj in (new.thread, new.run, new.event, *new.history, new.prompt):
+        _loaded(obj)
+    return new.run
+
+
+def _share_thread(new) -> None:
+    new.run.thread = new.prompt.thread = new.thread
+    for message in new.history:
+        message.thread = new.thread
+
+
+def _insert_run_sqlite(new) -> AgentRun:
+    with transaction.atomic():
+        if new.thread._state.adding:
+            new.thread.save(force_insert=True)
+            _share_thread(new)
+        new.run.save(force_insert=True)
+        new.event.save(force_insert=True)
+        for obj in (*new.history, new.prompt):
+            obj.save(force_insert=True)
+    return new.run
+
+
+def insert_runs(batch) -> set:
+    """Store a batch of new runs (``runs.NewRun``: run, event, prompt, thread), each with its
+    new thread, ``created`` event and prompt message, in two statements on PostgreSQL: the
+    thread ids are drawn first, then one statement writes every row. A run the database
+    refuses (``ON CONFLICT DO NOTHING``: its slot is taken or its context busy) is skipped
+    with its thread, event and message. Returns the ids of the runs stored."""
+    if connection.vendor != "postgresql":
+        return _insert_runs_sqlite(batch)
+    fresh = [new for new in batch if new.thread._state.adding]
+    numbered = [new for new in fresh if new.thread.pk is None]
+    if numbered:
+        for new, thread_id in zip(numbered, thread_ids(len(numbered)), strict=True):
+            new.thread.pk = thread_id
+    for new in fresh:
+        _share_thread(new)
+    runs_sql, params = _insert_many_sql([new.run for new in batch])
+    parts = [f"run AS ({runs_sql} ON CONFLICT DO NOTHING RETURNING id)"]
+    for name, rows in (
+        ("thread", [(new.run.pk, new.thread) for new in fresh]),
+        ("event", [(new.run.pk, new.event) for new in batch]),
+        ("history", [(new.run.pk, message) for new in batch for message in new.history]),
+        ("prompt", [(new.run.pk, new.prompt) for new in batch]),
+    ):
+        if rows:
+            sql, values = _insert_for_runs_sql(rows, "run")
+            parts.append(f"{name} AS ({sql})")
+            params += values
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT id FROM run", params)
+        stored = {row[0] for row in cursor.fetchall()}
+    for new in batch:
+        if new.run.pk in stored:
+            for obj in (new.run, new.event, *new.history, new.prompt, new.thread):
+                _loaded(obj)
+    return stored
+
+
+def thread_ids(count: int) -> list[int]:
+    """Draw ``count`` ids for new threads from their sequence, so that the rows that refer to
+    a thread can be written in the same statement as the thread."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('agents_thread', 'id')) FROM generate_series(1, %s)",
+            [count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _insert_runs_sqlite(batch) -> set:
+    stored = set()
+    for new in batch:
+        try:
+            with transaction.atomic():
+                _insert_run_sqlite(new)
+        except IntegrityError:
+            continue
+        stored.add(new.run.pk)
+    return stored
+
+
+def _insert_many_sql(objs: list[models.Model]) -> tuple[str, list]:
+    """One ``INSERT … VALUES (…), (…)`` of instances of one model."""
+    rows, params = [], []
+    for obj in objs:
+        columns, placeholders, values = _row(obj)
+        rows.append(f"({', '.join(placeholders)})")
+        params += values
+    table = connection.ops.quote_name(objs[0]._meta.db_table)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(rows)}", params
+
+
+def _insert_for_runs_sql(rows: list[tuple[object, models.Model]], source: str) -> tuple[str, list]:
+    """``INSERT … SELECT`` of instances of one model, each written only when its run (the
+    first item of its pair) is among the ids ``source`` (a CTE of this statement) returned."""
+    values, params = [], []
+    for run_id, obj in rows:
+        columns, placeholders, row_params = _row(obj)
+        values.append(f"(CAST(%s AS uuid), {', '.join(placeholders)})")
+        params += [run_id, *row_params]
+    names = [f"c{n}" for n in range(len(columns))]
+    table = connection.ops.quote_name(rows[0][1]._meta.db_table)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(f'v.{n}' for n in names)} "
+        f"FROM (VALUES {', '.join(values)}) AS v(run_id, {', '.join(names)}) "
+        f"JOIN {source} ON {source}.id = v.run_id",
+        params,
+    )
+
+
+# --- store a delivery and start or defer it ---------------------------------------------------
+
+
+def count_repeated_delivery(*, action_id, event_id: str):
+    """Count one more delivery of an event already stored for the action and return its row
+    (``ProviderEvent``), or ``None`` for an event not seen before. One statement, both
+    databases (``UPDATE … RETURNING``): a repeated delivery costs nothing more."""
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in ProviderEvent._meta.concrete_fields)
+    action = ProviderEvent._meta.get_field("action").get_db_prep_save(action_id, connection)
+    rows = ProviderEvent.objects.raw(
+        "UPDATE provider_events SET delivery_count = delivery_count + 1 "
+        f"WHERE action_id = %s AND event_id = %s RETURNING {columns}",
+        [action, event_id],
+    )
+    return next(iter(rows), None)
+
+
+def context_state(*, agent_id, context_type: str, context_key: str) -> tuple[object, int | None]:
+    """In one query: the oldest active run on the context (its id, or ``None``) and the
+    latest thread of the agent on it (its id, or ``None`` for a new context)."""
+    if not context_key:
+        return None, None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT id FROM agent_runs WHERE agent_id = %s AND context_type = %s AND context_key = %s"
+            f"  AND status IN ({', '.join(['%s'] * len(RUN_ACTIVE))}) ORDER BY created_at LIMIT 1),"
+            " (SELECT id FROM agents_thread WHERE agent_id = %s AND context_type = %s AND context_key = %s"
+            "  ORDER BY created_at DESC, id DESC LIMIT 1)",
+            [agent_id, context_type, context_key, *RUN_ACTIVE, agent_id, context_type, context_key],
+        )
+        active_id, thread_id = cursor.fetchone()
+    if active_id is not None and connection.vendor != "postgresql":
+        active_id = AgentRun._meta.pk.to_python(active_id)
+    return active_id, thread_id
+
+
+# --- move a batch of schedules on ---------------------------------------------------------------
+
+
+def update_rows(objs: list[models.Model], fields: list[str]) -> None:
+    """Write ``fields`` of each instance (the values it holds) to its row, for a batch of
+    rows of one model in one statement: ``UPDATE … FROM (VALUES …)`` on PostgreSQL,
+    Django's ``bulk_update`` (one ``CASE`` per field) on SQLite."""
+    if not objs:
+        return
+    model = type(objs[0])
+    if connection.vendor != "postgresql":
+        model.objects.bulk_update(objs, fields)
+        return
+    quote = connection.ops.quote_name
+    meta = model._meta
+    pk = meta.pk
+    targets = [meta.get_field(name) for name in fields]
+    rows, params = [], []
+    for obj in objs:
+        cells = [f"CAST(%s AS {pk.db_type(connection)})"]
+        params.append(pk.get_db_prep_save(obj.pk, connection))
+        for field in targets:
+            cells.append(f"CAST(%s AS {field.db_type(connection)})")
+            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+        rows.append(f"({', '.join(cells)})")
+    names = ["pk", *(f"c{n}" for n in range(len(targets)))]
+    assignments = ", ".join(f"{quote(f.column)} = v.c{n}" for n, f in enumerate(targets))
+    sql = (
+        f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
+        f"FROM (VALUES {', '.join(rows)}) AS v({', '.join(names)}) WHERE t.{quote(pk.column)} = v.pk"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# --- complete or fail a run --------------------------------------------------------------------
+
+
+def finish_run(
+    *, run: AgentRun, lease_token, allowed, fields: dict, event: RunEvent, messages: Iterable[Message] = ()
+) -> bool:
+    """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status) where its status
+    is in ``allowed`` and ``lease_token`` still holds the lease, with the run's closing event
+    and the agent's messages. One statement on PostgreSQL. ``False`` (nothing written) when
+    the guard matched no row: the run was cancelled or recovered meanwhile."""
+    if connection.vendor != "postgresql":
+        return _finish_run_sqlite(
+            run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages
+        )
+    assignments, params = [], []
+    for name, value in fields.items():
+        field = AgentRun._meta.get_field(name)
+        assignments.append(f"{connection.ops.quote_name(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    parts = [
+        "ended AS (UPDATE agent_runs SET "
+        + ", ".join(assignments)
+        + " WHERE id = %s AND status = ANY(%s) AND lease_token = %s RETURNING id)"
+    ]
+    params += [run.pk, list(allowed), lease_token]
+    for n, obj in enumerate([event, *messages]):
+        sql, values = _select_row_sql(obj, "ended")
+        parts.append(f"w{n} AS ({sql})")
+        params += values
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM ended", params)
+        (done,) = cursor.fetchone()
+    return done == 1
+
+
+def _finish_run_sqlite(*, run, lease_token, fields, allowed, event, messages) -> bool:
+    with transaction.atomic():
+        guard = models.Q(pk=run.pk, status__in=allowed, lease_token=lease_token)
+        if AgentRun.objects.filter(guard).update(**fields) != 1:
+            return False
+        event.save(force_insert=True)
+        Message.objects.bulk_create(list(messages))
+    return True

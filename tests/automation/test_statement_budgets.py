@@ -1,0 +1,122 @@
+"""Statement budgets of the hot path (issue 16), counted on PostgreSQL with Django's
+``CaptureQueriesContext``: every round trip counts, ``BEGIN`` and ``COMMIT`` included.
+
+The budgets are written here so that they cannot regress unnoticed. Each test runs in
+autocommit (``transaction=True``), as the web and worker processes do.
+"""
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from automation.models import AgentRun, ProviderEvent, Schedule
+from automation.providers import webhook
+from automation.services import execution, runs, schedules
+from automation.states import ProviderEventStatus, RunSource, RunStatus
+from tests.factories import ActionFactory
+from tests.support.services import require_postgres
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def statements(fn, *args, **kwargs):
+    with CaptureQueriesContext(connection) as captured:
+        value = fn(*args, **kwargs)
+    return value, len(captured)
+
+
+def test_a_manual_run_from_create_to_completed(roster):
+    require_postgres()
+    run, create = statements(
+        runs.run_create,
+        agent=roster.agent,
+        run_as=roster.owner,
+        source=RunSource.MANUAL,
+        prompt="!reply done",
+    )
+    claimed, claim = statements(runs.claim_run, run_id=runs.run_create(
+        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!reply other"
+    ).pk, worker="measure")  # fmt: skip
+    assert claimed is not None
+    outcome, execute = statements(execution.execute_run, run_id=run.pk, worker="budget")
+    assert outcome == "completed"
+    assert AgentRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
+    # thread + run + event + prompt: one statement; the broker send costs none
+    assert create == 1
+    # the claim is issue 15's (claim_run): today BEGIN, lock, update, event, COMMIT, reload
+    assert claim <= 6
+    # besides the claim: the thread's history, and completion with its event and messages
+    assert execute - claim <= 2
+    # the goal is 6 outside the agent; this holds 3 + the claim
+    assert create + execute <= 3 + claim
+
+
+def due_schedules(roster, count):
+    slot = timezone.now().replace(microsecond=0) - timedelta(seconds=30)
+    Schedule.objects.all().delete()
+    AgentRun.objects.all().delete()
+    Schedule.objects.bulk_create(
+        Schedule(
+            organization=roster.org, agent=roster.agent, run_as=roster.owner, name=f"s{n}",
+            cadence="interval", interval_minutes=60, run_at=slot, timezone="UTC",
+            instructions="!reply tick", next_run_at=slot,
+        )
+        for n in range(count)
+    )  # fmt: skip
+
+
+def test_firing_due_slots_costs_the_same_for_ten_or_a_hundred(roster):
+    require_postgres()
+    cost = {}
+    for count in (10, 100):
+        due_schedules(roster, count)
+        started, cost[count] = statements(schedules.fire_due_schedules)
+        assert started == count == AgentRun.objects.filter(source=RunSource.SCHEDULE).count()
+    # BEGIN, claim the batch, their active runs, thread ids, the runs (with threads, events,
+    # prompts), the schedules' next slots, COMMIT
+    assert cost[10] == cost[100] <= 7
+
+
+def test_one_webhook_delivery_and_its_repeat(roster):
+    require_postgres()
+    action = ActionFactory(
+        organization=roster.org,
+        agent=roster.agent,
+        run_as=roster.owner,
+        signing_secret=SECRET,
+        context_type="ticket",
+        context_key_pointer="/ticket/id",
+    )
+    client = Client()
+    body = json.dumps({"ticket": {"id": "T-1"}}).encode()
+    now = int(time.time())
+    headers = {
+        "webhook-id": "msg_budget",
+        "webhook-timestamp": str(now),
+        "webhook-signature": webhook.sign(secret=SECRET, msg_id="msg_budget", timestamp=now, body=body),
+    }
+
+    def deliver():
+        return client.generic(
+            "POST", f"/hooks/actions/{action.pk}/", body, content_type="application/json", headers=headers
+        )
+
+    first, delivery = statements(deliver)
+    assert first.status_code == 202 and first.json()["status"] == "started"
+    again, repeat = statements(deliver)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert ProviderEvent.objects.get().status == ProviderEventStatus.STARTED
+    assert AgentRun.objects.count() == 1
+    # the action; the repeat probe; BEGIN; the event; the context (active run, thread); a
+    # thread id; the run with its thread, event, messages; the event's outcome; COMMIT
+    assert delivery <= 9
+    # the action, then one statement counts the repeat
+    assert repeat == 2
