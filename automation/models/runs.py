@@ -84,6 +84,8 @@ class AgentRun(models.Model):
         ]
         indexes = [
             # Lists are ordered by (-created_at, -id): the id in the index spares a sort of the org.
+            # Across orgs (the admin changelist of a superuser) by this one.
+            models.Index(fields=["-created_at", "-id"], name="agent_runs_created"),
             models.Index(fields=["organization", "-created_at", "-id"], name="agent_runs_org_created"),
             models.Index(
                 fields=["organization", "status", "-created_at", "-id"], name="agent_runs_org_status"

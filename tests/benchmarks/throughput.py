@@ -42,6 +42,26 @@ def our_engine() -> float:
     return RUNS / elapsed
 
 
+def statements_per_run() -> tuple[int, int]:
+    """Round trips of one manual run from create to completed, in this process: (all, claim)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from automation.services import execution, runs
+    from automation.states import RunSource
+
+    _, owner, _, agent = common.fixture_org()
+    with CaptureQueriesContext(connection) as captured:
+        run = runs.run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt="!reply count")
+        outcome = execution.execute_run(run_id=run.pk, worker="bench-count")
+    assert outcome == "completed", outcome
+    other = runs.run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt="!reply claim")
+    with CaptureQueriesContext(connection) as claim:
+        runs.claim_run(run_id=other.pk, worker="bench-count")
+    runs.AgentRun.objects.filter(pk__in=[run.pk, other.pk]).delete()
+    return len(captured), len(claim)
+
+
 def bare_celery() -> float:
     from tests.benchmarks import noop_app
 
@@ -94,6 +114,7 @@ def raw_skip_locked(dsn: str) -> float:
 
 
 def run(dsn: str) -> list[dict]:
+    statements, claim = statements_per_run()
     ours = our_engine()
     celery_rate = bare_celery()
     raw = raw_skip_locked(dsn)
@@ -117,5 +138,15 @@ def run(dsn: str) -> list[dict]:
             "ratio": round(ours / raw, 3),
             "goal": "",
             "met": None,
+        },
+        {
+            "benchmark": "1 throughput",
+            "figure": "round trips per manual run, create to completed (outside the agent)",
+            "value": statements,
+            "baseline": "of which the claim (claim_run)",
+            "baseline_value": claim,
+            "ratio": None,
+            "goal": "<= 6",
+            "met": statements <= 6,
         },
     ]
