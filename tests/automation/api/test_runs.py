@@ -1,9 +1,14 @@
+import json
 import uuid
 
 import pytest
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+from djangorestframework_camel_case.util import camelize
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from automation.api.runs import AgentRunSerializer
 from automation.models import AgentRun
 from automation.states import RunStatus
 from tests.factories import AgentRunFactory
@@ -214,3 +219,15 @@ def test_schema_and_docs_are_served(api, roster):
     api.force_authenticate(roster.owner)
     assert api.get("/api/schema/").status_code == 200
     assert api.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.sqlite
+def test_the_list_answers_what_the_serializer_writes(api, roster, seeded):
+    AgentRun.objects.filter(pk=seeded["owner_failed"].pk).update(
+        started_at=timezone.now(), provider_context={"event_ids": ["e1"]}, retry_of=seeded["member_done"]
+    )
+    api.force_authenticate(roster.owner)
+    listed = api.get(f"/api/orgs/{roster.org.slug}/agent-runs?limit=200").json()["results"]
+    runs = AgentRun.objects.filter(organization=roster.org).select_related("agent", "run_as")
+    expected = camelize(AgentRunSerializer(runs, many=True).data)
+    assert listed == json.loads(json.dumps(expected, cls=DjangoJSONEncoder))
