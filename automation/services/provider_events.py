@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole, Thread
 from automation.models import Action, AgentRun, ProviderEvent
-from automation.services import runs
+from automation.services import admission, runs
 from automation.states import RUN_ACTIVE, RUN_TERMINAL, ProviderEventStatus, RunSource, RunStatus
 
 DUPLICATE = ProviderEventStatus.DUPLICATE
@@ -147,6 +147,7 @@ def _start_single(row: ProviderEvent, action: Action, event: InboundEvent) -> Ag
     """A run for one event, in a savepoint: on ``ContextBusy`` the new thread and message go too."""
     now = timezone.now()
     debounce = action.debounce_seconds or 0
+    not_before = now + timedelta(seconds=debounce) if debounce else None
     with transaction.atomic():
         thread = _thread_for(action, row.context_type, row.context_key)
         _write_message(row, event, thread)
@@ -158,8 +159,9 @@ def _start_single(row: ProviderEvent, action: Action, event: InboundEvent) -> Ag
             thread=thread,
             context_type=row.context_type,
             context_key=row.context_key,
-            not_before=now + timedelta(seconds=debounce) if debounce else None,
+            not_before=not_before,
             input_extra={"event": row.payload, "events": [row.payload], "event_ids": [row.event_id]},
+            waiting_reason=admission.debounced_reason(not_before) if not_before else "",
             action=action,
             provider=action.provider,
             provider_context=event.provider_context,
@@ -187,7 +189,7 @@ def _join_debounced(row: ProviderEvent, action: Action, event: InboundEvent, act
     snapshot["event_ids"] = [*snapshot.get("event_ids", []), row.event_id]
     snapshot["prompt"] = _prompt(action, len(snapshot["event_ids"]))
     AgentRun.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
-        input_snapshot=snapshot, not_before=not_before
+        input_snapshot=snapshot, not_before=not_before, waiting_reason=admission.debounced_reason(not_before)
     )
     _write_message(row, event, run.thread or _thread_for(action, row.context_type, row.context_key))
     _settle(row, ProviderEventStatus.COALESCED, run=run)
@@ -202,7 +204,9 @@ def _defer_behind(row: ProviderEvent, action: Action, event: InboundEvent, activ
         return False
     thread = active.thread or _thread_for(action, row.context_type, row.context_key)
     _write_message(row, event, thread)
-    _settle(row, ProviderEventStatus.DEFERRED, deferred_behind=active)
+    _settle(
+        row, ProviderEventStatus.DEFERRED, deferred_behind=active, reason=admission.deferred_reason(active.pk)
+    )
     runs.record_event(active.pk, "event_deferred", event_id=row.event_id, provider_event_id=row.pk)
     return True
 
@@ -254,7 +258,12 @@ def _start_together(
     except runs.ContextBusy as busy:
         # Only the sweep gets here (a run ending holds the context): wait behind the new owner.
         for row in events:
-            _settle(row, ProviderEventStatus.DEFERRED, deferred_behind=busy.active_run)
+            _settle(
+                row,
+                ProviderEventStatus.DEFERRED,
+                deferred_behind=busy.active_run,
+                reason=admission.deferred_reason(busy.active_run.pk) if busy.active_run else "",
+            )
         return None
     for row in events:
         _settle(row, ProviderEventStatus.COALESCED, run=run, deferred_behind=row.deferred_behind)
