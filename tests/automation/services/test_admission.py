@@ -181,12 +181,14 @@ def test_dispatch_writes_dispatched_at_before_the_message_goes_out(roster, monke
     run = pending(roster.agent)[0]
     seen = []
 
-    class Task:
-        @staticmethod
-        def apply_async(args, retry):
-            seen.append(AgentRun.objects.get(pk=args[0]).dispatched_at)
+    class Message:
+        def __init__(self, name, args):
+            self.args = args
 
-    monkeypatch.setattr("automation.tasks.execute_run", Task)
+        def apply_async(self, retry):
+            seen.append(AgentRun.objects.get(pk=self.args[0]).dispatched_at)
+
+    monkeypatch.setattr(runs, "signature", Message)
     assert runs.dispatch_run(run_id=run.pk)
     assert seen[0] is not None
 
