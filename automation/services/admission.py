@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from agentpress.agents.models import Agent
@@ -36,7 +36,7 @@ from automation.services import budgets
 from automation.states import RunStatus, WaitingKind, effective_limit
 
 MAX_CANDIDATES = 4  # held candidates one claim steps over before it gives up
-PREFERRED_LOCK_TIMEOUT_MS = 5000
+CLAIM_LOCK_TIMEOUT_MS = 5000
 ORG_LOCK_SPACE = 15_001  # advisory lock keys: (space << 32) | id
 AGENT_LOCK_SPACE = 15_002
 
@@ -190,25 +190,22 @@ def _postgres() -> bool:
 
 
 def _lock_preferred(run_id) -> None:
-    """Wait (briefly) for a lock someone else holds on the message's own run.
+    """Wait for a lock someone else holds on the message's own run.
 
     Other holders of a pending row are short transactions (another claim, a cancel, a
     debounce, a sweep): waiting for them instead of skipping the row means a run whose
     message arrives is claimed then, not left for the redispatch sweep. Taking the lock
     first also keeps the row in this claim's reach: ``SKIP LOCKED`` never skips our own lock.
+    The claim's locks wait at most ``CLAIM_LOCK_TIMEOUT_MS``: past it the claim fails and the
+    sweep sends the run again.
     """
     if not _postgres():
         return
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL lock_timeout = {PREFERRED_LOCK_TIMEOUT_MS}")
-            cursor.execute(
-                "SELECT 1 FROM agent_runs WHERE id = %s AND status = 'pending' FOR NO KEY UPDATE", [run_id]
-            )
-    except DatabaseError:
-        pass  # still locked after the timeout: the fair claim below takes another run
     with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL lock_timeout = DEFAULT")
+        cursor.execute(f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}")
+        cursor.execute(
+            "SELECT 1 FROM agent_runs WHERE id = %s AND status = 'pending' FOR NO KEY UPDATE", [run_id]
+        )
 
 
 def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidate | None:
@@ -261,8 +258,8 @@ def admit(candidate: Candidate, *, now: datetime) -> Hold | None:
     """Under the admission locks: ``None`` when the candidate may start now, else its hold."""
     if not enabled():
         return None
-    org = Organization.objects.get(pk=candidate.organization_id)
-    agent = Agent.objects.get(pk=candidate.agent_id)
+    agent = Agent.objects.select_related("organization").get(pk=candidate.agent_id)
+    org = agent.organization
     limited = org_limit(org.max_concurrent_runs) or agent_limit(agent.max_concurrent_runs)
     if not limited and not budgets.budgeted(org) and not budgets.budgeted(agent):
         return None  # nothing to count: no lock needed
@@ -281,16 +278,19 @@ def budget_hold(org: Organization, agent: Agent, now: datetime) -> Hold | None:
 def limit_hold(org: Organization, agent: Agent) -> Hold | None:
     """The organization's or agent's concurrency limit, if either is reached."""
     org_cap, agent_cap = org_limit(org.max_concurrent_runs), agent_limit(agent.max_concurrent_runs)
-    if org_cap:
-        n = in_flight(organization_id=org.pk)
-        if n >= org_cap:
-            reason = f"{WaitingKind.PHRASES[WaitingKind.ORG_LIMIT]} ({n} / {org_cap})"
-            return Hold(WaitingKind.ORG_LIMIT, reason, org.pk, agent.pk, by_agent=False)
-    if agent_cap:
-        n = in_flight(agent_id=agent.pk)
-        if n >= agent_cap:
-            reason = f"{WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]} ({n} / {agent_cap})"
-            return Hold(WaitingKind.AGENT_LIMIT, reason, org.pk, agent.pk, by_agent=True)
+    if not (org_cap or agent_cap):
+        return None
+    counts = AgentRun.objects.filter(
+        Q(organization_id=org.pk) | Q(agent_id=agent.pk), status=RunStatus.RUNNING
+    ).aggregate(
+        org=Count("id", filter=Q(organization_id=org.pk)), agent=Count("id", filter=Q(agent_id=agent.pk))
+    )
+    if org_cap and counts["org"] >= org_cap:
+        reason = f"{WaitingKind.PHRASES[WaitingKind.ORG_LIMIT]} ({counts['org']} / {org_cap})"
+        return Hold(WaitingKind.ORG_LIMIT, reason, org.pk, agent.pk, by_agent=False)
+    if agent_cap and counts["agent"] >= agent_cap:
+        reason = f"{WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]} ({counts['agent']} / {agent_cap})"
+        return Hold(WaitingKind.AGENT_LIMIT, reason, org.pk, agent.pk, by_agent=True)
     return None
 
 
@@ -332,17 +332,18 @@ def explain_waiting(run_id) -> None:
 
 
 def slot_frees_held_work(run: AgentRun) -> bool:
-    """A run that held a slot under a limit ended: is due work of its organization waiting?
+    """A run that held a slot ended: does its organization have due work a limit held back?
 
     Wake-ups are conserved (each message claims one run while eligible work exists), except
-    where a limit made a claim give up: only then does an ended run need to wake a worker.
+    where a limit made a claim give up, and that claim marked the runs it held: only then
+    does an ended run need to wake a worker.
     """
     if not enabled() or run.started_at is None:
         return False
-    limited = org_limit(run.organization.max_concurrent_runs) or agent_limit(run.agent.max_concurrent_runs)
-    if not limited:
-        return False
-    return AgentRun.objects.filter(_due(timezone.now()), organization_id=run.organization_id).exists()
+    held = Q(waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.ORG_LIMIT]) | Q(
+        waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]
+    )
+    return AgentRun.objects.filter(_due(timezone.now()), held, organization_id=run.organization_id).exists()
 
 
 def review_waiting_runs(*, resend_after: timedelta, batch: int, organization_id=None) -> list:

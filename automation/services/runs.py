@@ -236,7 +236,7 @@ def claim_run(*, run_id=None, worker: str) -> Lease | None:
             break
         admission.mark_held(outcome, now=now)
         exclude.add(outcome)
-    if run_id is not None and (lease is None or lease.run.pk != admission.as_run_id(run_id)):
+    if run_id is not None and lease is None:
         admission.explain_waiting(run_id)
     return lease
 
