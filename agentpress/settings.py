@@ -280,6 +280,13 @@ AUTOMATION_ALLOW_CUSTOM_MODEL_ENDPOINTS = env.bool("AUTOMATION_ALLOW_CUSTOM_MODE
 AUTOMATION_CUSTOM_MODEL_ENDPOINT_ALLOWED_HOSTS = env.list(
     "AUTOMATION_CUSTOM_MODEL_ENDPOINT_ALLOWED_HOSTS", default=[]
 )
+# Admission (automation/services/admission.py): concurrency limits where an organization or
+# agent leaves its own empty (0: no limit), and fair claiming; off claims in broker order.
+AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG = env.int("AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG", default=0)
+AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT = env.int("AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT", default=0)
+AUTOMATION_ADMISSION_ENABLED = env.bool("AUTOMATION_ADMISSION_ENABLED", default=True)
+# /metrics: per-organization capacity gauges for at most this many organizations.
+AUTOMATION_METRICS_MAX_ORGS = env.int("AUTOMATION_METRICS_MAX_ORGS", default=50)
 
 # Operations (agentpress/ops): metrics, health, logs, retention, worker shutdown.
 # Multi-process metrics (gunicorn workers, Celery prefork children) need one shared

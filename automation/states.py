@@ -85,5 +85,48 @@ class OverlapPolicy(models.TextChoices):
     ALLOW = "allow", "Start anyway"
 
 
+class WaitingKind:
+    """The fixed phrase each waiting reason starts with, by a short stable name."""
+
+    NOT_DUE = "not_due"
+    DEBOUNCED = "debounced"
+    ORG_LIMIT = "org_limit"
+    AGENT_LIMIT = "agent_limit"
+    BUDGET = "budget"
+    WORKER = "worker"
+
+    PHRASES = {
+        NOT_DUE: "not yet due",
+        DEBOUNCED: "debounced until",
+        ORG_LIMIT: "organization at its limit",
+        AGENT_LIMIT: "agent at its limit",
+        BUDGET: "daily budget reached",
+        WORKER: "waiting for a worker",
+    }
+    CHOICES = [
+        (NOT_DUE, "Not yet due"),
+        (DEBOUNCED, "Debounced"),
+        (ORG_LIMIT, "Organization at its limit"),
+        (AGENT_LIMIT, "Agent at its limit"),
+        (BUDGET, "Daily budget reached"),
+        (WORKER, "Waiting for a worker"),
+    ]
+    HELD = (ORG_LIMIT, AGENT_LIMIT, BUDGET)  # held by admission, not by time
+
+
+def waiting_kind(reason: str) -> str | None:
+    """The ``WaitingKind`` of a stored ``waiting_reason`` (``None`` for none)."""
+    for kind, phrase in WaitingKind.PHRASES.items():
+        if reason.startswith(phrase):
+            return kind
+    return None
+
+
+def effective_limit(value: int | None, default: int) -> int | None:
+    """A stored concurrency limit, or the deployment's default when empty; 0 means none."""
+    limit = default if value is None else value
+    return limit or None
+
+
 class InvalidTransition(Exception):
     """A guarded update matched no row: the row is not in a state that allows the change."""

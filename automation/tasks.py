@@ -18,7 +18,8 @@ def worker_id(task) -> str:
 
 
 @shared_task(bind=True, name="automation.execute_run")
-def execute_run(self, run_id: str) -> str:
+def execute_run(self, run_id: str | None = None) -> str:
+    """A wake-up: claim ``run_id`` if it is the fair choice, else the next fair run."""
     return execution.execute_run(run_id=run_id, worker=worker_id(self))
 
 

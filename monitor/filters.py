@@ -8,7 +8,8 @@ from django.utils import timezone
 
 from agentpress.orgs.permissions import Access
 from automation import selectors
-from automation.states import RunSource, RunStatus
+from automation.services import admission
+from automation.states import RunSource, RunStatus, WaitingKind
 
 CREATED_WITHIN = {
     "1h": ("Last hour", timedelta(hours=1)),
@@ -17,13 +18,16 @@ CREATED_WITHIN = {
     "30d": ("Last 30 days", timedelta(days=30)),
 }
 
-FILTER_NAMES = ("agent", "source", "status", "context_type", "context_key", "created")
+FILTER_NAMES = ("agent", "source", "status", "waiting", "context_type", "context_key", "created")
 
 
 class RunFilterForm(forms.Form):
     agent = forms.ModelChoiceField(queryset=None, required=False, empty_label="All agents")
     source = forms.ChoiceField(choices=[("", "All sources"), *RunSource.choices], required=False)
     status = forms.ChoiceField(choices=[("", "All statuses"), *RunStatus.choices], required=False)
+    waiting = forms.ChoiceField(
+        choices=[("", "Any reason"), *WaitingKind.CHOICES], required=False, label="Waiting"
+    )
     context_type = forms.CharField(required=False, max_length=64, label="Context type")
     context_key = forms.CharField(required=False, max_length=255, label="Context key")
     created = forms.ChoiceField(
@@ -45,6 +49,8 @@ class RunFilterForm(forms.Form):
         for name in ("source", "status", "context_type", "context_key"):
             if data.get(name):
                 qs = qs.filter(**{name: data[name]})
+        if data.get("waiting"):
+            qs = qs.filter(admission.waiting_filter(data["waiting"]))
         if data.get("created"):
             qs = qs.filter(created_at__gte=timezone.now() - CREATED_WITHIN[data["created"]][1])
         return qs

@@ -100,3 +100,21 @@ class ScheduleForm(forms.Form):
             "catchup_window": int(schedule.catchup_window.total_seconds() // 60),
             "overlap_policy": schedule.overlap_policy,
         }
+
+
+class AgentLimitsForm(forms.Form):
+    """Concurrency limit, daily budgets and token ceiling of an agent (empty: none / the default)."""
+
+    max_concurrent_runs = forms.IntegerField(
+        required=False, min_value=1, max_value=100_000, label="Runs at once", help_text="Empty: the default."
+    )
+    daily_run_limit = forms.IntegerField(required=False, min_value=0, max_value=10**9, label="Runs per day")
+    daily_token_limit = forms.IntegerField(
+        required=False, min_value=0, max_value=10**15, label="Tokens per day"
+    )
+    daily_cost_limit = forms.DecimalField(
+        required=False, min_value=0, max_digits=12, decimal_places=4, label="Cost per day"
+    )
+    max_tokens_per_run = forms.IntegerField(
+        required=False, min_value=1, max_value=10**9, label="Tokens per run", help_text="A run past it fails."
+    )

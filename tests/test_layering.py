@@ -30,6 +30,9 @@ LAYERS = {
     "automation.services.runs": 3,
     "automation.services.audit": 3,
     "automation.queries": 3,
+    "automation.services.admission": 3,
+    "automation.services.budgets": 3,
+    "automation.services.capacity": 3,
     # the domains that hang on a run
     "automation.services.follow_ups": 4,
     "automation.services.provider_events": 4,
@@ -39,6 +42,7 @@ LAYERS = {
     "automation.services.wakeups": 4,
     # settling a run's end
     "automation.services.settlement": 5,
+    "automation.services.limits": 5,
     # the worker
     "automation.services.execution": 6,
     "automation.services.recovery": 6,

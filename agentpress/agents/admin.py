@@ -7,7 +7,10 @@ from .models import Agent, Message, Thread
 
 @admin.register(Agent, site=owner_admin_site)
 class AgentAdmin(OrgScopedAdmin):
-    list_display = ["name", "organization", "runtime", "scheduled_runs_enabled", "self_reschedule_enabled"]
+    list_display = [
+        "name", "organization", "runtime", "scheduled_runs_enabled", "self_reschedule_enabled",
+        "max_concurrent_runs",
+    ]  # fmt: skip
     list_filter = ["runtime", "scheduled_runs_enabled", "self_reschedule_enabled"]
     search_fields = ["name"]
 

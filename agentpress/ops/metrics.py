@@ -17,12 +17,19 @@ import os
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Case, Count, Sum, Value, When
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from automation.states import FollowUpStatus, ProviderEventStatus, RunSource, RunStatus
+from automation.states import (
+    FollowUpStatus,
+    ProviderEventStatus,
+    RunSource,
+    RunStatus,
+    WaitingKind,
+    effective_limit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +133,83 @@ def _by_status(model, statuses, name: str, documentation: str) -> GaugeMetricFam
     return family
 
 
+def capacity_by_org(*, max_orgs: int) -> list[dict]:
+    """In flight, effective limit and pending runs by waiting kind per organization, for
+    ``/metrics``: the ``max_orgs`` busiest (in flight + pending) by slug, the rest summed as
+    ``_other`` so the label set stays bounded."""
+    from agentpress.orgs.models import Organization
+    from automation.models import AgentRun
+
+    kind = Case(
+        *(
+            When(waiting_reason__startswith=phrase, then=Value(k))
+            for k, phrase in WaitingKind.PHRASES.items()
+        ),
+        default=Value("none"),
+    )
+    active = AgentRun.objects.filter(status__in=(RunStatus.RUNNING, RunStatus.PENDING)).order_by()
+    rows = active.annotate(kind=kind).values("organization_id", "status", "kind").annotate(n=Count("*"))
+    per_org: dict[int, dict] = {}
+    for row in rows:
+        entry = per_org.setdefault(
+            row["organization_id"],
+            {"in_flight": 0, "waiting": dict.fromkeys([*WaitingKind.PHRASES, "none"], 0)},
+        )
+        if row["status"] == RunStatus.RUNNING:
+            entry["in_flight"] += row["n"]
+        else:
+            entry["waiting"][row["kind"]] += row["n"]
+    busiest = sorted(
+        per_org, key=lambda pk: -(per_org[pk]["in_flight"] + sum(per_org[pk]["waiting"].values()))
+    )
+    orgs = Organization.objects.in_bulk(busiest[:max_orgs])
+    default = settings.AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG
+    out = [
+        {
+            "org": orgs[pk].slug,
+            "limit": effective_limit(orgs[pk].max_concurrent_runs, default) or 0,
+            **per_org[pk],
+        }
+        for pk in busiest[:max_orgs]
+    ]
+    rest = busiest[max_orgs:]
+    if rest:
+        waiting = dict.fromkeys([*WaitingKind.PHRASES, "none"], 0)
+        for pk in rest:
+            for k, n in per_org[pk]["waiting"].items():
+                waiting[k] += n
+        out.append(
+            {
+                "org": "_other",
+                "limit": 0,
+                "in_flight": sum(per_org[pk]["in_flight"] for pk in rest),
+                "waiting": waiting,
+            }
+        )
+    return out
+
+
+class CapacityCollector:
+    """Per organization: runs in flight, the limit in force (0: none) and pending runs by
+    waiting reason. Labels are bounded: at most ``AUTOMATION_METRICS_MAX_ORGS`` org slugs
+    (the busiest; the rest are summed as ``_other``) times the fixed reasons."""
+
+    def collect(self):
+        in_flight = GaugeMetricFamily("automation_org_runs_in_flight", "Runs running now.", labels=["org"])
+        limit = GaugeMetricFamily(
+            "automation_org_run_limit", "Concurrency limit in force (0: no limit).", labels=["org"]
+        )
+        waiting = GaugeMetricFamily(
+            "automation_org_runs_waiting", "Pending runs by waiting reason.", labels=["org", "reason"]
+        )
+        for row in capacity_by_org(max_orgs=settings.AUTOMATION_METRICS_MAX_ORGS):
+            in_flight.add_metric([row["org"]], row["in_flight"])
+            limit.add_metric([row["org"]], row["limit"])
+            for reason, n in row["waiting"].items():
+                waiting.add_metric([row["org"], reason], n)
+        yield from (in_flight, limit, waiting)
+
+
 class QueueDepthCollector:
     """Messages waiting in the Celery queue (Redis broker only; other brokers export nothing)."""
 
@@ -167,6 +251,7 @@ def scrape(*, include_database: bool = True) -> bytes:
     if include_database:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(DatabaseCollector())
+        registry.register(CapacityCollector())
         registry.register(QueueDepthCollector())
         body += generate_latest(registry)
     return body

@@ -122,9 +122,21 @@ class MembershipInline(admin.TabularInline):
 @admin.register(Organization, site=owner_admin_site)
 class OrganizationAdmin(OrgScopedAdmin):
     org_field = "pk"
-    list_display = ["name", "slug", "automations_enabled", "created_at"]
+    list_display = ["name", "slug", "automations_enabled", "max_concurrent_runs", "created_at"]
     search_fields = ["name", "slug"]
     inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["slug", "name", "automations_enabled", "retention_days", "timezone"]}),
+        (
+            "Admission and daily budgets",
+            {
+                "fields": ["max_concurrent_runs", "daily_run_limit", "daily_token_limit", "daily_cost_limit"],
+                "description": "Empty: the deployment's default limit (no budget). Days are counted in the "
+                "time zone above; work over a limit or budget waits pending and is never dropped; a raised limit "
+                "admits it at the next sweep.",
+            },
+        ),
+    ]
 
     def org_id_of(self, obj):
         return obj.pk

@@ -14,9 +14,10 @@ from agentpress.orgs.models import Membership
 from automation import selectors
 from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict, parse_uuid
 from automation.models import AgentRun, RunEvent
+from automation.services import admission
 from automation.services import runs as run_services
 from automation.services.settlement import cancel_run
-from automation.states import RunSource, RunStatus
+from automation.states import RunSource, RunStatus, WaitingKind
 
 
 class RunEventSerializer(serializers.ModelSerializer):
@@ -44,7 +45,8 @@ class AgentRunSerializer(serializers.ModelSerializer):
             "thread_id", "schedule_id", "action_id", "follow_up_id", "previous_run_id", "retry_of_id",
             "context_type", "context_key", "provider", "provider_context", "input_snapshot", "metadata",
             "created_at", "not_before", "scheduled_for", "dispatched_at", "started_at", "heartbeat_at",
-            "completed_at", "cancelled_at", "lease_owner", "lease_expires_at", "attempt", "last_error",
+            "completed_at", "cancelled_at", "waiting_reason", "lease_owner", "lease_expires_at", "attempt",
+            "last_error",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -121,10 +123,16 @@ class ManualRunSerializer(serializers.Serializer):
 class RunFilter(OrgFilterSet):
     source = django_filters.ChoiceFilter(choices=RunSource.choices)
     status = django_filters.ChoiceFilter(choices=RunStatus.choices)
+    waitingReason = django_filters.ChoiceFilter(  # noqa: N815
+        choices=WaitingKind.CHOICES, method="filter_waiting"
+    )
 
     class Meta:
         model = AgentRun
         fields = []
+
+    def filter_waiting(self, queryset, name, value):
+        return queryset.filter(admission.waiting_filter(value))
 
 
 # The list answers its own page shape (with the summary), so its query is spelled out here.
@@ -132,6 +140,12 @@ LIST_PARAMETERS = [
     OpenApiParameter("agentId", int, description="Only this agent's runs."),
     OpenApiParameter("source", str, enum=RunSource.values, description="Only runs from this source."),
     OpenApiParameter("status", str, enum=RunStatus.values, description="Only runs in this status."),
+    OpenApiParameter(
+        "waitingReason",
+        str,
+        enum=[kind for kind, _ in WaitingKind.CHOICES],
+        description="Only pending runs waiting for this reason (limits, budget, not yet due, a worker…).",
+    ),
     OpenApiParameter(
         "limit",
         OpenApiTypes.INT,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from automation.api import follow_ups, provider_events, runs, schedules
+from automation.api import capacity, follow_ups, provider_events, runs, schedules
 
 org = "orgs/<slug:org_slug>/"
 
@@ -12,4 +12,5 @@ urlpatterns = [
     *schedules.urlpatterns,
     *follow_ups.urlpatterns,
     *provider_events.urlpatterns,
+    *capacity.urlpatterns,
 ]

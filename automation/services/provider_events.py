@@ -27,7 +27,7 @@ from django.utils import timezone
 from agentpress.agents.models import Message, MessageRole, Thread
 from automation import queries
 from automation.models import Action, AgentRun, ProviderEvent
-from automation.services import runs
+from automation.services import admission, runs
 from automation.states import RUN_ACTIVE, RUN_TERMINAL, ProviderEventStatus, RunSource, RunStatus
 
 DUPLICATE = ProviderEventStatus.DUPLICATE
@@ -153,6 +153,7 @@ def _start_single(row: ProviderEvent, action: Action, event: InboundEvent, *, th
     the partial unique index refused the run because another run holds the context."""
     now = timezone.now()
     debounce = action.debounce_seconds or 0
+    not_before = now + timedelta(seconds=debounce) if debounce else None
     thread = Thread(pk=thread_id) if thread_id else _new_thread(action, row.context_type, row.context_key)
     if thread_id:
         thread._state.adding = False
@@ -164,8 +165,9 @@ def _start_single(row: ProviderEvent, action: Action, event: InboundEvent, *, th
         thread=thread,
         context_type=row.context_type,
         context_key=row.context_key,
-        not_before=now + timedelta(seconds=debounce) if debounce else None,
+        not_before=not_before,
         input_extra={"event": row.payload, "events": [row.payload], "event_ids": [row.event_id]},
+        waiting_reason=admission.debounced_reason(not_before) if not_before else "",
         action=action,
         provider=action.provider,
         provider_context=event.provider_context,
@@ -196,7 +198,7 @@ def _join_debounced(row: ProviderEvent, action: Action, event: InboundEvent, act
     snapshot["event_ids"] = [*snapshot.get("event_ids", []), row.event_id]
     snapshot["prompt"] = _prompt(action, len(snapshot["event_ids"]))
     AgentRun.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
-        input_snapshot=snapshot, not_before=not_before
+        input_snapshot=snapshot, not_before=not_before, waiting_reason=admission.debounced_reason(not_before)
     )
     _write_message(row, event, run.thread or _thread_for(action, row.context_type, row.context_key))
     _settle(row, ProviderEventStatus.COALESCED, run=run)
@@ -211,7 +213,9 @@ def _defer_behind(row: ProviderEvent, action: Action, event: InboundEvent, activ
         return False
     thread = active.thread or _thread_for(action, row.context_type, row.context_key)
     _write_message(row, event, thread)
-    _settle(row, ProviderEventStatus.DEFERRED, deferred_behind=active)
+    _settle(
+        row, ProviderEventStatus.DEFERRED, deferred_behind=active, reason=admission.deferred_reason(active.pk)
+    )
     runs.record_event(active.pk, "event_deferred", event_id=row.event_id, provider_event_id=row.pk)
     return True
 
@@ -263,7 +267,12 @@ def _start_together(
     except runs.ContextBusy as busy:
         # Only the sweep gets here (a run ending holds the context): wait behind the new owner.
         for row in events:
-            _settle(row, ProviderEventStatus.DEFERRED, deferred_behind=busy.active_run)
+            _settle(
+                row,
+                ProviderEventStatus.DEFERRED,
+                deferred_behind=busy.active_run,
+                reason=admission.deferred_reason(busy.active_run.pk) if busy.active_run else "",
+            )
         return None
     for row in events:
         _settle(row, ProviderEventStatus.COALESCED, run=run, deferred_behind=row.deferred_behind)

@@ -4,18 +4,15 @@ Each repair is a guarded transition through ``runs`` and is recorded on the run.
 """
 
 import logging
-from datetime import timedelta
 
-from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 from structlog.contextvars import bound_contextvars
 
 from agentpress.ops import logs, metrics
 from automation.models import AgentRun
 from automation.services import follow_ups, provider_events
-from automation.services.runs import dispatch_run
-from automation.services.settlement import interrupt_run
+from automation.services.runs import send_admitted_runs
+from automation.services.settlement import fail_runs_over_token_ceiling, interrupt_run
 from automation.states import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -74,22 +71,9 @@ def interrupt_runs_with_broken_follow_ups() -> int:
 
 
 def redispatch_pending_runs() -> int:
-    """Send due pending runs that were never sent, or whose message seems lost."""
-    now = timezone.now()
-    resend_before = now - timedelta(seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS)
-    due = (
-        AgentRun.objects.filter(status=RunStatus.PENDING)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=resend_before))
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:BATCH]
-    )
-    sent = 0
-    for run_id in list(due):
-        if not dispatch_run(run_id=run_id):
-            break  # the broker is down: the next sweep tries again
-        sent += 1
-    return sent
+    """Send due pending runs that were never sent, or whose message seems lost, as far as
+    their organization's and agent's limits and budgets admit them (``admission``)."""
+    return send_admitted_runs(batch=BATCH)
 
 
 def sweep() -> dict:
@@ -99,4 +83,5 @@ def sweep() -> dict:
         "follow_ups_repaired": follow_ups.repair_bookkeeping() + interrupt_runs_with_broken_follow_ups(),
         "contexts_drained": provider_events.drain_missed_contexts(),
         "redispatched": redispatch_pending_runs(),
+        "over_token_ceiling": fail_runs_over_token_ceiling(),
     }

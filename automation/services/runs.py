@@ -27,6 +27,7 @@ from django.utils import timezone
 from agentpress.agents.models import Agent, Message, MessageRole, Thread
 from automation import queries
 from automation.models import AgentRun, RunEvent
+from automation.services import admission
 from automation.services.audit import audit_record
 from automation.states import (
     RUN_ACTIVE,
@@ -129,6 +130,7 @@ def run_build(
     of them can be stored together). Arguments as for ``run_create``."""
     now = timezone.now()
     due = not_before is None or not_before <= now
+    links.setdefault("waiting_reason", admission.reason_for_not_before(not_before, now=now))
     if thread is None:
         thread = Thread(
             organization_id=agent.organization_id,
@@ -221,7 +223,7 @@ def run_create(
         active = find_active_run(agent_id=agent.pk, context_type=context_type, context_key=context_key)
         raise ContextBusy(active) from exc
     if new.due:
-        transaction.on_commit(lambda: dispatch_run(run_id=new.run.pk))
+        transaction.on_commit(lambda: dispatch_run(run_id=new.run.pk, stamp=False))
     return new.run
 
 
@@ -243,11 +245,17 @@ def runs_create(batch: list[NewRun]) -> list[AgentRun]:
 EXECUTE_RUN_TASK = "automation.execute_run"
 
 
-def dispatch_run(*, run_id) -> bool:
+def dispatch_run(*, run_id, stamp: bool = True) -> bool:
     """Send ``execute_run`` to the broker. The sender stamped ``dispatched_at`` already; a
     failure clears it and is recorded, so the redispatch sweep sends the run at its next pass.
 
-    The task is named, not imported: tasks sit above the services and call them."""
+    ``dispatched_at`` is written before the message goes out: an update after it would hold
+    the row while the message may already be at a worker, whose claim must not find the run
+    locked by us (issue 14 item 5). The task is named, not imported: tasks sit above the
+    services and call them.
+    """
+    if stamp:  # a new run was stamped in its insert (``run_build``)
+        AgentRun.objects.filter(pk=run_id, status=RunStatus.PENDING).update(dispatched_at=timezone.now())
     try:
         signature(EXECUTE_RUN_TASK, args=[str(run_id)]).apply_async(retry=False)
     except Exception as exc:  # broker down: the run is stored; redispatch_pending_runs re-sends it
@@ -282,36 +290,82 @@ def dispatch_runs(run_ids: list) -> int:
     return sent
 
 
-def claim_run(*, run_id, worker: str) -> Lease | None:
-    """``pending → running`` with a fresh lease, or ``None`` when the run is not claimable
-    (already claimed, cancelled, not yet due). Commits before any agent work starts."""
-    now = timezone.now()
+def wake_worker() -> bool:
+    """Send a wake-up without a run of its own: the worker claims the next fair run."""
+    try:
+        signature(EXECUTE_RUN_TASK, args=[None]).apply_async(retry=False)
+    except Exception as exc:  # the sweep sends held work once capacity is free
+        logger.warning("Could not send a wake-up to the broker: %s", exc)
+        return False
+    return True
+
+
+def send_admitted_runs(*, batch: int = 500, organization_id=None) -> int:
+    """Send the due pending runs that were never sent or went unclaimed, as far as limits and
+    budgets admit them now; refresh the waiting reasons of the rest. The sweep calls it, and
+    so does a change of an organization's or agent's limits (work resumes at once)."""
+    resend_after = timedelta(seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS)
+    sent = 0
+    for run_id in admission.review_waiting_runs(
+        resend_after=resend_after, batch=batch, organization_id=organization_id
+    ):
+        if not dispatch_run(run_id=run_id):
+            break  # the broker is down: the next sweep tries again
+        sent += 1
+    return sent
+
+
+def claim_run(*, run_id=None, worker: str) -> Lease | None:
+    """``pending → running`` with a fresh lease for the run this worker should take next, or
+    ``None`` when nothing is claimable. Commits before any agent work starts.
+
+    ``run_id`` is the run whose message woke the worker: it is taken when it is due, within
+    its organization's and agent's limits and budgets, and as fair as any other; otherwise
+    the next run in fair order is (``admission``). Limits hold under any number of racing
+    claimers. A run held by a limit or budget is marked with its waiting reason. With
+    ``AUTOMATION_ADMISSION_ENABLED`` off, only ``run_id`` is claimed (the broker's order).
+    """
+    exclude = admission.Exclusions()
+    lease = None
+    for _ in range(admission.MAX_CANDIDATES):
+        now = timezone.now()
+        outcome = _claim_next(run_id, worker, exclude, now)
+        if not isinstance(outcome, admission.Hold):
+            lease = outcome
+            break
+        admission.mark_held(outcome, now=now)
+        exclude.add(outcome)
+    if run_id is not None and lease is None:
+        admission.explain_waiting(run_id)
+    return lease
+
+
+def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | None":
     token = uuid.uuid4()
     with transaction.atomic():
-        due = Q(not_before__isnull=True) | Q(not_before__lte=now)
-        locked = (
-            AgentRun.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .filter(due, pk=run_id, status=RunStatus.PENDING)
-            .values_list("attempt", flat=True)
-            .first()
-        )
-        if locked is None:
+        candidate = admission.lock_candidate(preferred=run_id, now=now, exclude=exclude)
+        if candidate is None:
             return None
+        hold = admission.admit(candidate, now=now)
+        if hold is not None:
+            return hold
+        attempt = candidate.attempt + 1
         claimed = _transition(
-            run_id,
+            candidate.id,
             RunStatus.RUNNING,
             started_at=now,
             heartbeat_at=now,
             lease_owner=worker,
             lease_token=token,
             lease_expires_at=now + lease_ttl(),
-            attempt=locked + 1,
+            attempt=attempt,
+            waiting_reason="",
         )
         if not claimed:
             return None
-        record_event(run_id, "claimed", worker=worker, attempt=locked + 1)
+        record_event(candidate.id, "claimed", worker=worker, attempt=attempt)
     return Lease(
-        run=AgentRun.objects.select_related("agent", "thread", "organization").get(pk=run_id),
+        run=AgentRun.objects.select_related("agent", "thread", "organization").get(pk=candidate.id),
         token=token,
         owner=worker,
     )
@@ -385,7 +439,11 @@ def mark_cancelled(*, run_id, actor=None, reason: str = "") -> AgentRun:
     its next heartbeat and stops."""
     with transaction.atomic():
         done = _transition(
-            run_id, RunStatus.CANCELLED, cancelled_at=timezone.now(), completed_at=timezone.now()
+            run_id,
+            RunStatus.CANCELLED,
+            cancelled_at=timezone.now(),
+            completed_at=timezone.now(),
+            waiting_reason="",
         )
         if not done:
             status = AgentRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
@@ -406,6 +464,7 @@ def mark_interrupted(*, run_id, error: str, lease_token=None, kind: str = "inter
             expect_token=lease_token,
             completed_at=timezone.now(),
             last_error=error,
+            waiting_reason="",
         )
         if not done:
             return None

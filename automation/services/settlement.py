@@ -13,7 +13,7 @@ from django.db import transaction
 
 from agentpress.ops import metrics
 from automation.models import AgentRun
-from automation.services import follow_ups, provider_events, runs, schedules
+from automation.services import admission, budgets, follow_ups, provider_events, runs, schedules
 
 
 def run_ended(run: AgentRun) -> None:
@@ -28,6 +28,8 @@ def run_ended(run: AgentRun) -> None:
         provider_events.drain_deferred_events(run=run)
     if run.schedule_id:
         schedules.release_buffered_slot(run=run)
+    if admission.slot_frees_held_work(run):
+        transaction.on_commit(runs.wake_worker)
 
 
 def hangs_on(run: AgentRun) -> bool:
@@ -85,3 +87,23 @@ def interrupt_run(*, run_id, error: str, lease_token=None, kind: str = "interrup
             return False
         run_ended(run)
     return True
+
+
+def fail_runs_over_token_ceiling() -> int:
+    """Running runs past their agent's ``max_tokens_per_run`` become ``failed`` with a clear
+    ``last_error``, then settled; the worker finds its lease gone at its next heartbeat and
+    stops the agent."""
+    failed = 0
+    for run_id, token, used, ceiling in budgets.runs_over_token_ceiling():
+        with transaction.atomic():
+            run = runs.mark_failed(
+                run_id=run_id,
+                lease_token=token,
+                error=budgets.token_ceiling_error(used, ceiling),
+                worker="token ceiling",
+            )
+            if run is not None:
+                runs.record_event(run_id, "token_ceiling_reached", used=used, max_tokens_per_run=ceiling)
+                run_ended(run)
+                failed += 1
+    return failed

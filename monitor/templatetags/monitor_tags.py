@@ -9,6 +9,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
+from automation.states import WaitingKind, waiting_kind
+
 register = template.Library()
 
 
@@ -63,6 +65,12 @@ def lease_stale(run) -> bool:
     return (
         run.status == "running" and run.lease_expires_at is not None and run.lease_expires_at < timezone.now()
     )
+
+
+@register.filter
+def waiting_warning(run) -> bool:
+    """A due run no worker has claimed: the console shows its reason as a warning."""
+    return waiting_kind(run.waiting_reason) == WaitingKind.WORKER
 
 
 @register.filter

@@ -14,9 +14,12 @@ from django.views.decorators.http import require_POST
 from agentpress.orgs.permissions import Access
 from automation import cadence, selectors
 from automation.models import Schedule
+from automation.services import budgets
+from automation.services import capacity as capacity_services
+from automation.services import limits as limit_services
 from automation.services import schedules as schedule_services
 from monitor.access import console_view
-from monitor.forms import ScheduleForm
+from monitor.forms import AgentLimitsForm, ScheduleForm
 
 PREVIEW_COUNT = 5
 
@@ -50,7 +53,10 @@ def _capabilities_url(access: Access, agent) -> str:
 
 @console_view(needs_feature=False)
 def agents_page(request, access: Access):
-    agents = selectors.agents_for(access).annotate(schedule_count=Count("schedules"))
+    agents = list(selectors.agents_for(access).annotate(schedule_count=Count("schedules")))
+    capacities = capacity_services.agent_capacities(agents)
+    for agent in agents:
+        agent.capacity = capacities[agent.pk]
     return render(
         request, "agents/list.html", {"access": access, "organization": access.organization, "agents": agents}
     )
@@ -69,6 +75,19 @@ def schedules_page(request, access: Access):
 @console_view(needs_feature=False)
 def capabilities_page(request, access: Access, agent_id: int):
     agent = _agent_or_404(access, agent_id)
+    limits_form = AgentLimitsForm(
+        request.POST if request.POST.get("section") == "limits" else None,
+        initial={name: getattr(agent, name) for name in limit_services.AGENT_LIMIT_FIELDS},
+    )
+    if request.method == "POST" and request.POST.get("section") == "limits":
+        if not access.org_wide:
+            messages.error(request, "Only owners and admins change an agent's limits.")
+        elif limits_form.is_valid():
+            limit_services.limits_update(owner=agent, actor=request.user, **limits_form.cleaned_data)
+            messages.success(request, "Limits and budgets saved.")
+        else:
+            return _capabilities(request, access, agent, limits_form, status=400)
+        return redirect(_capabilities_url(access, agent))
     if request.method == "POST":
         if not access.org_wide:
             messages.error(request, "Only owners and admins change an agent's capabilities.")
@@ -78,12 +97,22 @@ def capabilities_page(request, access: Access, agent_id: int):
             agent.save(update_fields=["scheduled_runs_enabled", "self_reschedule_enabled"])
             messages.success(request, "Capabilities saved.")
         return redirect(_capabilities_url(access, agent))
+    return _capabilities(request, access, agent, limits_form)
+
+
+def _capabilities(request, access: Access, agent, limits_form, status=200):
     rows = _schedule_rows(selectors.schedules_for(access).filter(agent=agent))
-    return render(
-        request,
-        "agents/capabilities.html",
-        {"access": access, "organization": access.organization, "agent": agent, "rows": rows},
-    )
+    start, _, _ = budgets.day_window(access.organization.timezone, timezone.now())
+    context = {
+        "access": access,
+        "organization": access.organization,
+        "agent": agent,
+        "rows": rows,
+        "limits_form": limits_form,
+        "capacity": capacity_services.agent_capacities([agent])[agent.pk],
+        "usage_today": budgets.usage_since(start, agent_id=agent.pk),
+    }
+    return render(request, "agents/capabilities.html", context, status=status)
 
 
 def _preview(form: ScheduleForm, access: Access, agent, stored: Schedule | None) -> dict:

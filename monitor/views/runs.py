@@ -12,6 +12,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from agentpress.orgs.permissions import Access
 from automation import selectors
+from automation.services import capacity as capacity_services
 from automation.services.runs import ContextBusy, retry_run
 from automation.services.settlement import cancel_run
 from automation.states import RUN_ACTIVE, InvalidTransition, RunStatus
@@ -134,6 +135,7 @@ def _base_context(access: Access, form, summary) -> dict:
         "poll_seconds": POLL_SECONDS,
         "runs_url": runs_url(access),
         "active_statuses": RUN_ACTIVE,
+        "org_capacity": capacity_services.org_capacity(access.organization),
     }
 
 

@@ -1,0 +1,413 @@
+"""Admission: which pending run a free worker slot takes next, and why the others wait (DESIGN §7a).
+
+- Limits. ``Organization.max_concurrent_runs`` and ``Agent.max_concurrent_runs`` (empty: the
+  ``AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG`` / ``…_PER_AGENT`` defaults; 0 means no limit) are
+  checked inside the claim's transaction while it holds the organization's and then the agent's
+  admission lock (``pg_advisory_xact_lock``; SQLite's ``IMMEDIATE`` transactions hold the whole
+  database anyway). Every claim of the same organization or agent counts the running runs
+  after taking the lock, so two workers can never both take the last slot; a recovered run is
+  no longer ``running`` and its slot is free again.
+- Fair order. A broker message only wakes a worker: the claim takes the next eligible run
+  from the database, the organization with the fewest runs in flight first, then inside it the
+  agent with the fewest, then the oldest run. Every organization has an equal share of the
+  slots; its limit caps it. The run whose message woke the worker wins every tie.
+- Daily budgets (runs, tokens, cost per organization and agent, counted from midnight in
+  ``Organization.timezone``) hold work ``pending``: a run over budget is marked with its
+  waiting reason and skipped by claims until ``review_waiting_runs`` finds the budget free
+  again (the day turned, or an owner raised the limit).
+- ``waiting_reason`` says in words why a pending run has not started; each reason starts with
+  a fixed phrase (``WaitingKind``) so the API, the console and ``/metrics`` can group by it.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from agentpress.agents.models import Agent
+from agentpress.orgs.models import Organization
+from automation.models import AgentRun
+from automation.services import budgets
+from automation.states import RunStatus, WaitingKind, effective_limit
+
+MAX_CANDIDATES = 4  # held candidates one claim steps over before it gives up
+CLAIM_LOCK_TIMEOUT_MS = 5000
+ORG_LOCK_SPACE = 15_001  # advisory lock keys: (space << 32) | id
+AGENT_LOCK_SPACE = 15_002
+
+
+def waiting_filter(kind: str) -> Q:
+    """Runs waiting for this kind of reason (``kind`` from ``WaitingKind``)."""
+    return Q(status=RunStatus.PENDING, waiting_reason__startswith=WaitingKind.PHRASES[kind])
+
+
+def _utc(at: datetime) -> str:
+    return at.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def not_due_reason(not_before: datetime) -> str:
+    return f"{WaitingKind.PHRASES[WaitingKind.NOT_DUE]} (starts at {_utc(not_before)})"
+
+
+def debounced_reason(until: datetime) -> str:
+    return f"{WaitingKind.PHRASES[WaitingKind.DEBOUNCED]} {_utc(until)}"
+
+
+def deferred_reason(run_id) -> str:
+    """Why a provider event waits (``ProviderEvent.reason``): the run it is deferred behind."""
+    return f"deferred behind run {run_id}"
+
+
+def worker_reason(seconds: float) -> str:
+    return f"{WaitingKind.PHRASES[WaitingKind.WORKER]} (unclaimed for {seconds:.0f} s)"
+
+
+def reason_for_not_before(not_before: datetime | None, *, now: datetime) -> str:
+    """The reason a new run starts with: not yet due, or none."""
+    return not_due_reason(not_before) if not_before and not_before > now else ""
+
+
+# Limits -----------------------------------------------------------------------------------
+
+
+def org_limit(value: int | None) -> int | None:
+    """The effective concurrency limit of an organization (``None``: no limit)."""
+    return effective_limit(value, settings.AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG)
+
+
+def agent_limit(value: int | None) -> int | None:
+    return effective_limit(value, settings.AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT)
+
+
+def in_flight(*, organization_id=None, agent_id=None) -> int:
+    qs = AgentRun.objects.filter(status=RunStatus.RUNNING)
+    if organization_id is not None:
+        qs = qs.filter(organization_id=organization_id)
+    if agent_id is not None:
+        qs = qs.filter(agent_id=agent_id)
+    return qs.count()
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A candidate that may not start now, and what holds it: its organization or its agent."""
+
+    kind: str
+    reason: str
+    organization_id: int
+    agent_id: int
+    by_agent: bool
+
+    def scope(self) -> Q:
+        return Q(agent_id=self.agent_id) if self.by_agent else Q(organization_id=self.organization_id)
+
+
+# The claim's statements -------------------------------------------------------------------
+
+# The next eligible run in fair order. ``{exclude}`` and ``{lock}`` are filled per call: the
+# organizations/agents this claim already found held, and ``FOR NO KEY UPDATE OF r SKIP
+# LOCKED`` on PostgreSQL (SQLite's IMMEDIATE transaction already holds the database).
+NEXT_FAIR_RUN = """
+WITH org_load AS (
+    SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
+    GROUP BY organization_id
+), agent_load AS (
+    SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
+)
+SELECT r.id, r.attempt, r.organization_id, r.agent_id
+FROM agent_runs r
+JOIN {orgs} o ON o.id = r.organization_id
+JOIN {agents} a ON a.id = r.agent_id
+LEFT JOIN org_load ol ON ol.organization_id = r.organization_id
+LEFT JOIN agent_load al ON al.agent_id = r.agent_id
+WHERE r.status = 'pending'
+  AND (r.not_before IS NULL OR r.not_before <= %(now)s)
+  AND r.waiting_reason NOT LIKE %(budget_held)s
+  AND (COALESCE(o.max_concurrent_runs, %(org_default)s) = 0
+       OR COALESCE(ol.n, 0) < COALESCE(o.max_concurrent_runs, %(org_default)s))
+  AND (COALESCE(a.max_concurrent_runs, %(agent_default)s) = 0
+       OR COALESCE(al.n, 0) < COALESCE(a.max_concurrent_runs, %(agent_default)s))
+  {exclude}
+ORDER BY COALESCE(ol.n, 0), COALESCE(al.n, 0),
+         CASE WHEN r.id = %(preferred)s THEN 0 ELSE 1 END, r.created_at, r.id
+LIMIT 1
+{lock}
+"""
+
+# The message's own run, only by id (admission off: the broker's order is the order).
+THE_RUN = """
+SELECT r.id, r.attempt, r.organization_id, r.agent_id FROM agent_runs r
+WHERE r.id = %(preferred)s AND r.status = 'pending'
+  AND (r.not_before IS NULL OR r.not_before <= %(now)s)
+{lock}
+"""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: uuid.UUID
+    attempt: int
+    organization_id: int
+    agent_id: int
+
+
+@dataclass
+class Exclusions:
+    """What one claim call already found held, so that it steps over it."""
+
+    organizations: set = field(default_factory=set)
+    agents: set = field(default_factory=set)
+
+    def add(self, hold: Hold) -> None:
+        if hold.by_agent:
+            self.agents.add(hold.agent_id)
+        else:
+            self.organizations.add(hold.organization_id)
+
+    def sql(self) -> tuple[str, dict]:
+        parts, params = [], {}
+        for column, ids in (("organization_id", self.organizations), ("agent_id", self.agents)):
+            names = []
+            for n, pk in enumerate(sorted(ids)):
+                names.append(f"%(x_{column}_{n})s")
+                params[f"x_{column}_{n}"] = pk
+            if names:
+                parts.append(f"AND r.{column} NOT IN ({', '.join(names)})")
+        return " ".join(parts), params
+
+
+def enabled() -> bool:
+    return settings.AUTOMATION_ADMISSION_ENABLED
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _lock_preferred(run_id) -> None:
+    """Wait for a lock someone else holds on the message's own run.
+
+    Other holders of a pending row are short transactions (another claim, a cancel, a
+    debounce, a sweep): waiting for them instead of skipping the row means a run whose
+    message arrives is claimed then, not left for the redispatch sweep. Taking the lock
+    first also keeps the row in this claim's reach: ``SKIP LOCKED`` never skips our own lock.
+    The claim's locks wait at most ``CLAIM_LOCK_TIMEOUT_MS``: past it the claim fails and the
+    sweep sends the run again.
+    """
+    if not _postgres():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}")
+        cursor.execute(
+            "SELECT 1 FROM agent_runs WHERE id = %s AND status = 'pending' FOR NO KEY UPDATE", [run_id]
+        )
+
+
+def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidate | None:
+    """Lock and return the run this claim should take, inside the caller's transaction."""
+    pk = AgentRun._meta.pk
+    preferred = pk.get_db_prep_value(as_run_id(preferred), connection) if preferred else None
+    if preferred is not None:
+        _lock_preferred(preferred)
+    lock = "FOR NO KEY UPDATE OF r SKIP LOCKED" if _postgres() else ""
+    params = {
+        "now": connection.ops.adapt_datetimefield_value(now),
+        "preferred": preferred,
+        "budget_held": WaitingKind.PHRASES[WaitingKind.BUDGET] + "%",
+        "org_default": settings.AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG,
+        "agent_default": settings.AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT,
+    }
+    if not enabled():
+        if preferred is None:
+            return None
+        sql, args = THE_RUN.format(lock=lock), params
+    else:
+        excluded, excluded_params = exclude.sql()
+        sql = NEXT_FAIR_RUN.format(
+            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded, lock=lock
+        )
+        args = params | excluded_params
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Candidate(id=as_run_id(row[0]), attempt=row[1], organization_id=row[2], agent_id=row[3])
+
+
+def _lock_admission(candidate: Candidate) -> None:
+    """Serialise claims per organization, then per agent (always in that order: no deadlock)."""
+    if not _postgres():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s), pg_advisory_xact_lock(%s)",
+            [
+                (ORG_LOCK_SPACE << 32) | candidate.organization_id,
+                (AGENT_LOCK_SPACE << 32) | candidate.agent_id,
+            ],
+        )
+
+
+def admit(candidate: Candidate, *, now: datetime) -> Hold | None:
+    """Under the admission locks: ``None`` when the candidate may start now, else its hold."""
+    if not enabled():
+        return None
+    agent = Agent.objects.select_related("organization").get(pk=candidate.agent_id)
+    org = agent.organization
+    limited = org_limit(org.max_concurrent_runs) or agent_limit(agent.max_concurrent_runs)
+    if not limited and not budgets.budgeted(org) and not budgets.budgeted(agent):
+        return None  # nothing to count: no lock needed
+    _lock_admission(candidate)
+    return hold_for(org, agent, now=now)
+
+
+def budget_hold(org: Organization, agent: Agent, now: datetime) -> Hold | None:
+    exceeded = budgets.budget_exceeded(org, agent, now)
+    if exceeded is None:
+        return None
+    reason, by_agent = exceeded
+    return Hold(WaitingKind.BUDGET, reason, org.pk, agent.pk, by_agent)
+
+
+def limit_hold(org: Organization, agent: Agent) -> Hold | None:
+    """The organization's or agent's concurrency limit, if either is reached."""
+    org_cap, agent_cap = org_limit(org.max_concurrent_runs), agent_limit(agent.max_concurrent_runs)
+    if not (org_cap or agent_cap):
+        return None
+    counts = AgentRun.objects.filter(
+        Q(organization_id=org.pk) | Q(agent_id=agent.pk), status=RunStatus.RUNNING
+    ).aggregate(
+        org=Count("id", filter=Q(organization_id=org.pk)), agent=Count("id", filter=Q(agent_id=agent.pk))
+    )
+    if org_cap and counts["org"] >= org_cap:
+        reason = f"{WaitingKind.PHRASES[WaitingKind.ORG_LIMIT]} ({counts['org']} / {org_cap})"
+        return Hold(WaitingKind.ORG_LIMIT, reason, org.pk, agent.pk, by_agent=False)
+    if agent_cap and counts["agent"] >= agent_cap:
+        reason = f"{WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]} ({counts['agent']} / {agent_cap})"
+        return Hold(WaitingKind.AGENT_LIMIT, reason, org.pk, agent.pk, by_agent=True)
+    return None
+
+
+def hold_for(org: Organization, agent: Agent, *, now: datetime) -> Hold | None:
+    """What holds due work of this agent now (limits, then budgets), without locking."""
+    return limit_hold(org, agent) or budget_hold(org, agent, now)
+
+
+def _due(now: datetime) -> Q:
+    return Q(status=RunStatus.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))
+
+
+def mark_held(hold: Hold, *, now: datetime) -> int:
+    """Write the hold's reason on the due pending runs it holds (rows being claimed are skipped)."""
+    with transaction.atomic():
+        ids = list(
+            AgentRun.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .filter(_due(now) & hold.scope())
+            .exclude(waiting_reason=hold.reason)
+            .values_list("pk", flat=True)
+        )
+        return AgentRun.objects.filter(pk__in=ids, status=RunStatus.PENDING).update(
+            waiting_reason=hold.reason
+        )
+
+
+def as_run_id(value) -> uuid.UUID:
+    return AgentRun._meta.pk.to_python(value)
+
+
+def explain_waiting(run_id) -> None:
+    """The message's run was not taken: if a limit or budget holds it, its runs say so."""
+    if not enabled():
+        return
+    now = timezone.now()
+    run = AgentRun.objects.filter(_due(now), pk=run_id).select_related("organization", "agent").first()
+    if run is not None and (hold := hold_for(run.organization, run.agent, now=now)) is not None:
+        mark_held(hold, now=now)
+
+
+def slot_frees_held_work(run: AgentRun) -> bool:
+    """A run that held a slot ended: does its organization have due work a limit held back?
+
+    Wake-ups are conserved (each message claims one run while eligible work exists), except
+    where a limit made a claim give up, and that claim marked the runs it held: only then
+    does an ended run need to wake a worker.
+    """
+    if not enabled() or run.started_at is None:
+        return False
+    held = Q(waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.ORG_LIMIT]) | Q(
+        waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]
+    )
+    return AgentRun.objects.filter(_due(timezone.now()), held, organization_id=run.organization_id).exists()
+
+
+def review_waiting_runs(*, resend_after: timedelta, batch: int, organization_id=None) -> list:
+    """Refresh why each due pending run waits, and return the ids to send to a worker now.
+
+    Per (organization, agent) with due work: held by a limit or budget → its runs say so and
+    none is sent; otherwise held reasons are cleared and the runs that were never sent, or
+    whose message went unclaimed for ``resend_after`` (those now say "waiting for a worker"),
+    are returned, at most as many as the organization and agent have free slots.
+    """
+    now = timezone.now()
+    due = AgentRun.objects.filter(_due(now))
+    if organization_id is not None:
+        due = due.filter(organization_id=organization_id)
+    groups = list(due.order_by().values_list("organization_id", "agent_id").distinct()[:batch])
+    orgs = Organization.objects.in_bulk({g[0] for g in groups})
+    agents = Agent.objects.in_bulk({g[1] for g in groups})
+    to_send: list = []
+    for org_id, agent_id in groups:
+        if len(to_send) >= batch:
+            break
+        org, agent = orgs[org_id], agents[agent_id]
+        hold = hold_for(org, agent, now=now) if enabled() else None
+        if hold is not None:
+            mark_held(hold, now=now)
+            continue
+        to_send.extend(
+            _release(due.filter(agent_id=agent_id), org, agent, now, resend_after, batch - len(to_send))
+        )
+    return to_send
+
+
+def _release(
+    runs, org: Organization, agent: Agent, now: datetime, resend_after: timedelta, room: int
+) -> list:
+    held_phrases = Q()
+    for kind in WaitingKind.HELD:
+        held_phrases |= Q(waiting_reason__startswith=WaitingKind.PHRASES[kind])
+    runs.filter(held_phrases).update(waiting_reason="")
+    free = [room]
+    if enabled():
+        for cap, n in (
+            (org_limit(org.max_concurrent_runs), lambda: in_flight(organization_id=org.pk)),
+            (agent_limit(agent.max_concurrent_runs), lambda: in_flight(agent_id=agent.pk)),
+        ):
+            if cap:
+                free.append(max(0, cap - n()))
+    stale = now - resend_after
+    rows = list(
+        runs.filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+        .order_by("created_at", "id")
+        .values_list("pk", "dispatched_at", "created_at", "not_before")[: min(free)]
+    )
+    unclaimed = [
+        AgentRun(
+            pk=pk,
+            waiting_reason=worker_reason((now - max(filter(None, (created, not_before)))).total_seconds()),
+        )
+        for pk, sent, created, not_before in rows
+        if sent is not None
+    ]
+    AgentRun.objects.bulk_update(unclaimed, ["waiting_reason"])
+    never_sent = [pk for pk, sent, *_ in rows if sent is None]
+    AgentRun.objects.filter(pk__in=never_sent, status=RunStatus.PENDING).exclude(waiting_reason="").update(
+        waiting_reason=""
+    )
+    return [row[0] for row in rows]

@@ -1,0 +1,343 @@
+"""Admission: limits under racing claimers, slots given back by recovery, fair order, waiting
+reasons set and cleared at their transitions, daily budgets and the per-run token ceiling."""
+
+import threading
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from django.db import connection, transaction
+from django.utils import timezone
+
+from automation.models import AgentRun
+from automation.services import budgets, runs, settlement
+from automation.services.recovery import recover_stale_leases, redispatch_pending_runs
+from automation.states import RunSource, RunStatus, WaitingKind, waiting_kind
+from tests.factories import AgentFactory, AgentRunFactory, OrganizationFactory
+from tests.support.concurrency import run_concurrently
+from tests.support.services import require_postgres
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """What would have gone to the broker: run messages and bare wake-ups."""
+    out = {"runs": [], "wakeups": 0}
+
+    def dispatch(*, run_id):
+        AgentRun.objects.filter(pk=run_id).update(dispatched_at=timezone.now())
+        out["runs"].append(run_id)
+        return True
+
+    def wake():
+        out["wakeups"] += 1
+        return True
+
+    monkeypatch.setattr(runs, "dispatch_run", dispatch)
+    monkeypatch.setattr(runs, "wake_worker", wake)
+    return out
+
+
+def pending(agent, n=1):
+    return [AgentRunFactory(agent=agent) for _ in range(n)]
+
+
+def reason(run) -> str:
+    run.refresh_from_db()
+    return run.waiting_reason
+
+
+def finish(lease) -> None:
+    settlement.complete_run(
+        run_id=lease.run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_limit_of_one_never_runs_two_under_eight_racing_claimers(roster, sent):
+    require_postgres()
+    roster.org.max_concurrent_runs = 1
+    roster.org.save()
+    second = AgentFactory(organization=roster.org)  # two agents: the org's limit binds, not the agent's
+    pool = pending(roster.agent, 4) + pending(second, 4)
+    for _ in range(200):
+        ids = [r.pk for r in pool]
+        leases = run_concurrently(lambda ids=ids: runs.claim_run(run_id=ids.pop(), worker="w"), copies=8)
+        won = [lease for lease in leases if lease is not None]
+        assert len(won) == 1
+        assert AgentRun.objects.filter(organization=roster.org, status=RunStatus.RUNNING).count() == 1
+        finish(won[0])
+        pool = [r for r in pool if r.pk != won[0].run.pk] + pending(won[0].run.agent)
+    assert AgentRun.objects.filter(organization=roster.org, status=RunStatus.COMPLETED).count() == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_limit_holds_under_racing_claimers(roster, sent):
+    require_postgres()
+    roster.agent.max_concurrent_runs = 2
+    roster.agent.save()
+    pending(roster.agent, 8)
+    for _ in range(20):
+        run_concurrently(lambda: runs.claim_run(worker="w"), copies=8)
+        running = list(AgentRun.objects.filter(agent=roster.agent, status=RunStatus.RUNNING))
+        assert len(running) == 2
+        for run in running:
+            settlement.complete_run(
+                run_id=run.pk, lease_token=run.lease_token, messages=[], tool_calls=[], worker="w"
+            )
+        pending(roster.agent, 2)
+
+
+@pytest.mark.sqlite
+def test_recovering_a_crashed_workers_runs_gives_their_slots_back(roster):
+    roster.org.max_concurrent_runs = 2
+    roster.org.save()
+    a, b, c = pending(roster.agent, 3)
+    assert runs.claim_run(run_id=a.pk, worker="crashed") is not None
+    assert runs.claim_run(run_id=b.pk, worker="crashed") is not None
+    assert runs.claim_run(run_id=c.pk, worker="w2") is None
+    assert reason(c) == "organization at its limit (2 / 2)"
+    AgentRun.objects.filter(pk__in=[a.pk, b.pk]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert recover_stale_leases() == 2
+    lease = runs.claim_run(run_id=c.pk, worker="w2")
+    assert lease is not None and lease.run.pk == c.pk
+    assert reason(c) == ""
+
+
+@pytest.mark.sqlite
+def test_fair_order_across_three_organizations_with_unequal_backlogs(roster):
+    orgs = {name: OrganizationFactory(slug=name) for name in "ABC"}
+    agents = {name: AgentFactory(organization=org) for name, org in orgs.items()}
+    label = {}
+    for name, count in (("A", 6), ("B", 3), ("C", 1)):
+        for n, run in enumerate(pending(agents[name], count), start=1):
+            label[run.pk] = f"{name}{n}"
+    a_runs = [pk for pk, name in label.items() if name.startswith("A")]
+    # Every wake-up carries one of A's messages (A queued first): fairness still wins.
+    order = [label[runs.claim_run(run_id=a_runs[-1], worker="w").run.pk] for _ in range(10)]
+    assert order == ["A6", "B1", "C1", "A1", "B2", "A2", "B3", "A3", "A4", "A5"]
+    assert runs.claim_run(worker="w") is None
+
+
+@pytest.mark.sqlite
+def test_inside_an_organization_the_agent_with_least_in_flight_goes_first(roster):
+    x, y = roster.agent, AgentFactory(organization=roster.org)
+    x_runs, y_runs = pending(x, 3), pending(y, 1)
+    claimed = [runs.claim_run(worker="w").run.pk for _ in range(4)]
+    assert claimed == [x_runs[0].pk, y_runs[0].pk, x_runs[1].pk, x_runs[2].pk]
+
+
+@pytest.mark.sqlite
+def test_the_messages_run_wins_a_tie_and_an_other_org_only_when_fairer(roster):
+    first, second = pending(roster.agent, 2)
+    assert runs.claim_run(run_id=second.pk, worker="w").run.pk == second.pk  # tie: the message's run
+    other = pending(roster.other_agent)[0]
+    assert runs.claim_run(run_id=first.pk, worker="w").run.pk == other.pk  # globex has nothing in flight
+
+
+@pytest.mark.sqlite
+def test_admission_off_claims_only_the_messages_run(roster, settings):
+    settings.AUTOMATION_ADMISSION_ENABLED = False
+    roster.org.max_concurrent_runs = 1
+    roster.org.save()
+    first, second = pending(roster.agent, 2)
+    assert runs.claim_run(run_id=second.pk, worker="w").run.pk == second.pk
+    assert runs.claim_run(run_id=first.pk, worker="w").run.pk == first.pk  # no limit either
+    assert runs.claim_run(worker="w") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_message_arrives_while_we_briefly_lock_it_is_claimed_then(roster):
+    """Issue 14 item 5: the creating side's ``UPDATE … dispatched_at`` held the row while the
+    message was already at a worker, whose ``SKIP LOCKED`` claim skipped it."""
+    require_postgres()
+    run = pending(roster.agent)[0]
+    locked, release = threading.Event(), threading.Event()
+
+    def dispatcher_holding_the_row():
+        try:
+            with transaction.atomic():
+                AgentRun.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=dispatcher_holding_the_row)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    lease = runs.claim_run(run_id=run.pk, worker="w")
+    holder.join()
+    assert lease is not None and lease.run.pk == run.pk
+    assert reason(run) == ""
+
+
+@pytest.mark.sqlite
+def test_dispatch_writes_dispatched_at_before_the_message_goes_out(roster, monkeypatch):
+    run = pending(roster.agent)[0]
+    seen = []
+
+    class Message:
+        def __init__(self, name, args):
+            self.args = args
+
+        def apply_async(self, retry):
+            seen.append(AgentRun.objects.get(pk=self.args[0]).dispatched_at)
+
+    monkeypatch.setattr(runs, "signature", Message)
+    assert runs.dispatch_run(run_id=run.pk)
+    assert seen[0] is not None
+
+
+# Waiting reasons, each set and cleared at its transition ----------------------------------
+
+
+@pytest.mark.sqlite
+def test_not_yet_due_is_set_at_creation_and_cleared_when_the_run_is_sent(roster, sent):
+    at = timezone.now() + timedelta(minutes=5)
+    run = runs.run_create(
+        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="x", not_before=at
+    )
+    assert reason(run) == f"not yet due (starts at {at.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M:%S} UTC)"
+    with time_machine.travel(at + timedelta(seconds=1)):
+        assert redispatch_pending_runs() == 1
+    assert run.pk in sent["runs"] and reason(run) == ""
+
+
+@pytest.mark.sqlite
+def test_limits_are_set_when_a_claim_is_held_and_cleared_when_it_is_claimed(
+    roster, sent, django_capture_on_commit_callbacks
+):
+    roster.agent.max_concurrent_runs = 1
+    roster.agent.save()
+    first, second = pending(roster.agent, 2)
+    lease = runs.claim_run(run_id=first.pk, worker="w")
+    assert runs.claim_run(run_id=second.pk, worker="w") is None
+    assert reason(second) == "agent at its limit (1 / 1)"
+    with django_capture_on_commit_callbacks(execute=True):
+        finish(lease)
+    assert sent["wakeups"] == 1  # the freed slot wakes a worker for the held run
+    assert runs.claim_run(worker="w").run.pk == second.pk
+    assert reason(second) == ""
+
+
+@pytest.mark.sqlite
+def test_the_sweep_marks_every_held_run_and_releases_them_when_the_limit_is_raised(roster, sent):
+    roster.org.max_concurrent_runs = 1
+    roster.org.save()
+    runs.claim_run(run_id=pending(roster.agent)[0].pk, worker="w")
+    backlog = pending(roster.agent, 3)
+    assert redispatch_pending_runs() == 0
+    assert {reason(r) for r in backlog} == {"organization at its limit (1 / 1)"}
+    roster.org.max_concurrent_runs = 3
+    roster.org.save()
+    assert redispatch_pending_runs() == 2  # as many as there are free slots
+    assert [reason(r) for r in backlog] == ["", "", ""]
+
+
+@pytest.mark.sqlite
+def test_waiting_for_a_worker_is_set_when_a_message_goes_unclaimed_and_cleared_by_the_claim(roster, sent):
+    run = pending(roster.agent)[0]
+    AgentRun.objects.filter(pk=run.pk).update(dispatched_at=timezone.now())
+    with time_machine.travel(timezone.now() + timedelta(seconds=45)):
+        assert redispatch_pending_runs() == 1
+        assert reason(run).startswith("waiting for a worker (unclaimed for 4")
+        assert waiting_kind(reason(run)) == WaitingKind.WORKER
+        runs.claim_run(run_id=run.pk, worker="w")
+    assert reason(run) == ""
+
+
+@pytest.mark.sqlite
+def test_cancelling_a_waiting_run_clears_its_reason(roster, sent):
+    run = runs.run_create(
+        agent=roster.agent,
+        run_as=roster.owner,
+        source=RunSource.MANUAL,
+        prompt="x",
+        not_before=timezone.now() + timedelta(hours=1),
+    )
+    assert reason(run)
+    settlement.cancel_run(run_id=run.pk)
+    assert reason(run) == ""
+
+
+# Daily budgets ----------------------------------------------------------------------------
+
+
+@pytest.mark.sqlite
+def test_a_daily_run_budget_holds_work_until_the_day_turns_in_the_orgs_time_zone(roster, sent):
+    roster.org.timezone = "Europe/Paris"
+    roster.org.daily_run_limit = 1
+    roster.org.save()
+    paris = ZoneInfo("Europe/Paris")
+    with time_machine.travel(datetime(2026, 12, 1, 22, 30, tzinfo=paris), tick=False):
+        finish(runs.claim_run(run_id=pending(roster.agent)[0].pk, worker="w"))
+        held = pending(roster.agent)[0]
+        assert runs.claim_run(run_id=held.pk, worker="w") is None
+        assert reason(held) == (
+            "daily budget reached (organization acme: 1 / 1 runs today), "
+            "resumes at 2026-12-02 00:00 Europe/Paris (2026-12-01 23:00:00 UTC)"
+        )
+        assert runs.claim_run(worker="w") is None  # held runs are skipped, not retried
+        assert redispatch_pending_runs() == 0
+    with time_machine.travel(datetime(2026, 12, 2, 0, 0, 30, tzinfo=paris), tick=False):
+        assert redispatch_pending_runs() == 1
+        assert reason(held) == ""
+        assert runs.claim_run(run_id=held.pk, worker="w").run.pk == held.pk
+
+
+@pytest.mark.sqlite
+def test_a_token_budget_of_an_agent_holds_its_runs_until_an_owner_raises_it(roster, sent):
+    roster.agent.daily_token_limit = 1000
+    roster.agent.save()
+    lease = runs.claim_run(run_id=pending(roster.agent)[0].pk, worker="w")
+    AgentRun.objects.filter(pk=lease.run.pk).update(input_tokens=700, output_tokens=400)
+    finish(lease)
+    held, other_agent_run = pending(roster.agent)[0], pending(AgentFactory(organization=roster.org))[0]
+    assert runs.claim_run(run_id=held.pk, worker="w").run.pk == other_agent_run.pk
+    assert reason(held).startswith(
+        f"daily budget reached (agent {roster.agent.name}: 1100 / 1000 tokens today)"
+    )
+    roster.agent.daily_token_limit = 5000
+    roster.agent.save()
+    assert redispatch_pending_runs() == 1
+    assert runs.claim_run(run_id=held.pk, worker="w").run.pk == held.pk
+
+
+@pytest.mark.sqlite
+def test_a_cost_budget_counts_the_runs_cost(roster, sent):
+    roster.org.daily_cost_limit = Decimal("0.5")
+    roster.org.save()
+    lease = runs.claim_run(run_id=pending(roster.agent)[0].pk, worker="w")
+    AgentRun.objects.filter(pk=lease.run.pk).update(cost=Decimal("0.75"))
+    held = pending(roster.agent)[0]
+    assert runs.claim_run(run_id=held.pk, worker="w") is None
+    assert "cost 0.7500 / 0.5000 today" in reason(held)
+
+
+@pytest.mark.sqlite
+def test_max_tokens_per_run_fails_a_running_run_with_a_clear_error(roster):
+    roster.agent.max_tokens_per_run = 500
+    roster.agent.save()
+    over, under = pending(roster.agent, 2)
+    lease_over = runs.claim_run(run_id=over.pk, worker="w")
+    lease_under = runs.claim_run(run_id=under.pk, worker="w")
+    AgentRun.objects.filter(pk=over.pk).update(input_tokens=450, output_tokens=100)
+    AgentRun.objects.filter(pk=under.pk).update(input_tokens=100, output_tokens=100)
+    assert settlement.fail_runs_over_token_ceiling() == 1
+    over.refresh_from_db()
+    assert over.status == RunStatus.FAILED
+    assert over.last_error.startswith("Token ceiling reached: the run used 550 tokens")
+    assert not runs.heartbeat_run(run_id=over.pk, lease_token=lease_over.token)  # the agent stops
+    assert runs.heartbeat_run(run_id=under.pk, lease_token=lease_under.token)
+
+
+def test_a_day_window_spans_a_daylight_saving_change():
+    utc = ZoneInfo("UTC")
+    start, tomorrow, _ = budgets.day_window("Europe/Paris", datetime(2026, 3, 29, 12, tzinfo=utc))
+    assert tomorrow.astimezone(utc) - start.astimezone(utc) == timedelta(hours=23)
+    assert tomorrow.astimezone(ZoneInfo("Europe/Paris")).hour == 0
