@@ -7,20 +7,23 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from structlog.contextvars import bound_contextvars
 
 from agentpress.ops import logs, metrics
+from automation import broker
 from automation.models import AgentRun
 from automation.services import follow_ups, provider_events
-from automation.services.runs import dispatch_run
+from automation.services.runs import dispatch_run, record_event
 from automation.services.settlement import interrupt_run
 from automation.states import RunStatus
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+# A run re-sent n times waits REDISPATCH_AFTER × 2**n before the next copy (n capped here).
+MAX_BACKOFF_STEPS = 5
 
 
 def recover_stale_leases() -> int:
@@ -74,21 +77,38 @@ def interrupt_runs_with_broken_follow_ups() -> int:
 
 
 def redispatch_pending_runs() -> int:
-    """Send due pending runs that were never sent, or whose message seems lost."""
+    """Send the due pending runs whose message was never sent or is really lost.
+
+    A run never sent (the broker was down) is sent now. A run sent but not claimed after
+    ``AUTOMATION_REDISPATCH_AFTER_SECONDS`` is re-sent only when the broker's queue holds
+    no waiting message: while it does, the run's message is still waiting too (or went to
+    a worker that found the run unclaimable), and a copy would join the back of the same
+    queue, starting nothing sooner. Each re-send of a run doubles the wait before the next
+    one (up to ``2**MAX_BACKOFF_STEPS`` times), so a run that stays unclaimable does not
+    fill the queue with copies; every re-send is on the run's timeline with its count.
+    """
     now = timezone.now()
-    resend_before = now - timedelta(seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS)
+    after = timedelta(seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS)
+    never_sent = Q(dispatched_at__isnull=True)
+    backlog = broker.waiting_messages()
+    lost = never_sent if backlog else never_sent | Q(dispatched_at__lt=now - after)
     due = (
         AgentRun.objects.filter(status=RunStatus.PENDING)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=resend_before))
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:BATCH]
+        .filter(lost)
+        .order_by(F("dispatched_at").asc(nulls_first=True), "created_at")
+        .values_list("pk", "dispatched_at", "redispatch_count")[:BATCH]
     )
     sent = 0
-    for run_id in list(due):
+    for run_id, dispatched_at, resends in list(due):
+        if dispatched_at is not None and dispatched_at >= now - after * 2 ** min(resends, MAX_BACKOFF_STEPS):
+            continue  # re-sent before and still within its backoff
         if not dispatch_run(run_id=run_id):
             break  # the broker is down: the next sweep tries again
         sent += 1
+        if dispatched_at is not None:
+            AgentRun.objects.filter(pk=run_id).update(redispatch_count=F("redispatch_count") + 1)
+            record_event(run_id, "redispatched", resend=resends + 1, last_sent=dispatched_at.isoformat())
     return sent
 
 

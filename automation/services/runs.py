@@ -219,18 +219,6 @@ def claim_run(*, run_id, worker: str) -> Lease | None:
     )
 
 
-def heartbeat_run(*, run_id, lease_token) -> bool:
-    """Extend the lease. ``False`` means the worker lost the run (cancelled or recovered)
-    and must stop the agent."""
-    now = timezone.now()
-    return (
-        AgentRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_token=lease_token).update(
-            heartbeat_at=now, lease_expires_at=now + lease_ttl()
-        )
-        == 1
-    )
-
-
 def mark_completed(*, run_id, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:
     """``running → completed`` and the agent's messages, only while the lease is ours.
     Returns the ended run, or ``None`` when the result came too late (recorded as such)."""
