@@ -86,10 +86,13 @@ def private_connection():
 class ProcessHeartbeat(threading.Thread):
     """The heartbeat of one worker process (see the module docstring)."""
 
-    def __init__(self, *, worker: str, concurrency: int, interval: float | None = None):
+    def __init__(
+        self, *, worker: str, concurrency: int, interval: float | None = None, when_idle: bool = True
+    ):
         super().__init__(name="automation-heartbeat", daemon=True)
         self.worker = worker
         self.concurrency = concurrency
+        self.when_idle = when_idle  # a worker beats while idle too: its Worker row stays live
         self.interval = interval or settings.AUTOMATION_LEASE_TTL_SECONDS / 4
         self.finished = threading.Event()
         self._last_beat: dict[str, float] = {}  # run id → when its lease was last renewed
@@ -104,6 +107,8 @@ class ProcessHeartbeat(threading.Thread):
     def beat(self) -> set[str]:
         """Renew every lease of the process; stop the agents of the runs it no longer holds."""
         entries = lifecycle.in_flight()
+        if not entries and not self.when_idle:
+            return set()
         with private_connection() as conn:
             now, clock = timezone.now(), time.monotonic()
             renewed = renew_leases(conn, entries, now) if entries else set()
@@ -170,13 +175,18 @@ _lock = threading.Lock()
 _heartbeat: ProcessHeartbeat | None = None
 
 
-def ensure_started(*, worker: str, concurrency: int = 1) -> ProcessHeartbeat:
-    """The process's heartbeat, started on first use (a worker starts it when it is ready)."""
+def ensure_started(*, worker: str, concurrency: int = 1, when_idle: bool = False) -> ProcessHeartbeat:
+    """The process's heartbeat, started on first use. A worker whose pool runs the agents in
+    its main process starts it when ready, beating while idle too; elsewhere (a prefork
+    child, a process executing a run in-line) it starts with the first run and beats only
+    while runs are in flight."""
     global _heartbeat
     with _lock:
         if _heartbeat is None or not _heartbeat.is_alive():
-            _heartbeat = ProcessHeartbeat(worker=worker, concurrency=concurrency)
+            _heartbeat = ProcessHeartbeat(worker=worker, concurrency=concurrency, when_idle=when_idle)
             _heartbeat.start()
+        elif when_idle:  # the worker became ready after its first run had started the heartbeat
+            _heartbeat.when_idle, _heartbeat.concurrency = True, concurrency
         return _heartbeat
 
 

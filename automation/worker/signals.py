@@ -21,7 +21,9 @@ def _on_worker_ready(sender=None, **kwargs) -> None:
     pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "prefork" in pool_name:
         return
-    heartbeat.ensure_started(worker=worker_name(sender.hostname), concurrency=controller.concurrency)
+    heartbeat.ensure_started(
+        worker=worker_name(sender.hostname), concurrency=controller.concurrency, when_idle=True
+    )
 
 
 def _on_worker_shutdown(**kwargs) -> None:
