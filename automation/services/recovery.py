@@ -7,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from structlog.contextvars import bound_contextvars
@@ -27,18 +28,31 @@ MAX_BACKOFF_STEPS = 5
 
 
 def recover_stale_leases() -> int:
-    """Every running run whose lease expired becomes ``interrupted``, naming the worker."""
-    now = timezone.now()
-    stale = AgentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values(
-        "pk",
-        "lease_token",
-        "lease_owner",
-        "heartbeat_at",
-        "lease_expires_at",
-        "organization__slug",
-        "agent_id",
-        "source",
-    )[:BATCH]
+    """Every running run whose lease expired becomes ``interrupted``, naming the worker.
+
+    The batch is locked ``SKIP LOCKED``: sweeps running at once (a worker runs many tasks in
+    parallel) split the expired runs between them instead of queueing on the same rows.
+    """
+    with transaction.atomic():
+        return _recover_batch(timezone.now())
+
+
+def _recover_batch(now) -> int:
+    stale = (
+        AgentRun.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+        .filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+        .order_by("lease_expires_at")
+        .values(
+            "pk",
+            "lease_token",
+            "lease_owner",
+            "heartbeat_at",
+            "lease_expires_at",
+            "organization__slug",
+            "agent_id",
+            "source",
+        )[:BATCH]
+    )
     recovered = 0
     for row in stale:
         beat = row["heartbeat_at"]

@@ -98,11 +98,13 @@ class ProcessHeartbeat(threading.Thread):
         self._last_beat: dict[str, float] = {}  # run id → when its lease was last renewed
 
     def run(self):
-        while not self.finished.wait(self.interval):
+        while True:
             try:
                 self.beat()
             except Exception:  # the database blipped: the next beat tries again, leases permitting
                 logger.exception("Heartbeat of %s failed", self.worker)
+            if self.finished.wait(self.interval):
+                return
 
     def beat(self) -> set[str]:
         """Renew every lease of the process; stop the agents of the runs it no longer holds."""

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "2": "tests.benchmarks.latency",
     "3": "tests.benchmarks.scheduler",
     "5": "tests.benchmarks.ingest",
+    "6": "tests.benchmarks.inflight",
     "4": "tests.benchmarks.read_path",  # the 1M-row load goes last: nothing after it pays for it
 }
 
