@@ -23,6 +23,7 @@ from automation.states import RunStatus
 logger = logging.getLogger(__name__)
 
 BATCH = 500
+CHUNK = 20  # expired leases interrupted per transaction
 # A run re-sent n times waits REDISPATCH_AFTER × 2**n before the next copy (n capped here).
 MAX_BACKOFF_STEPS = 5
 
@@ -30,15 +31,22 @@ MAX_BACKOFF_STEPS = 5
 def recover_stale_leases() -> int:
     """Every running run whose lease expired becomes ``interrupted``, naming the worker.
 
-    The batch is locked ``SKIP LOCKED``: sweeps running at once (a worker runs many tasks in
-    parallel) split the expired runs between them instead of queueing on the same rows.
+    In short transactions of ``CHUNK`` runs locked ``SKIP LOCKED``: sweeps running at once (a
+    worker runs many tasks in parallel) share the expired runs instead of queueing on the
+    same rows, and each chunk's runs show as interrupted as soon as it commits.
     """
-    with transaction.atomic():
-        return _recover_batch(timezone.now())
+    recovered = 0
+    for _ in range(BATCH // CHUNK):
+        with transaction.atomic():
+            done, found = _recover_chunk(timezone.now())
+        recovered += done
+        if found < CHUNK:
+            break
+    return recovered
 
 
-def _recover_batch(now) -> int:
-    stale = (
+def _recover_chunk(now) -> tuple[int, int]:
+    stale = list(
         AgentRun.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
         .filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
         .order_by("lease_expires_at")
@@ -51,7 +59,7 @@ def _recover_batch(now) -> int:
             "organization__slug",
             "agent_id",
             "source",
-        )[:BATCH]
+        )[:CHUNK]
     )
     recovered = 0
     for row in stale:
@@ -76,7 +84,7 @@ def _recover_batch(now) -> int:
                 recovered += 1
                 metrics.LEASE_RECOVERIES.inc()
                 logger.warning("Recovered run %s from %s", row["pk"], row["lease_owner"])
-    return recovered
+    return recovered, len(stale)
 
 
 def interrupt_runs_with_broken_follow_ups() -> int:
