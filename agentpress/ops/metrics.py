@@ -13,9 +13,13 @@ Two kinds:
 """
 
 import os
+from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -116,11 +120,61 @@ class DatabaseCollector:
         )
 
 
+@dataclass(frozen=True)
+class WorkerState:
+    name: str
+    in_flight: int
+    concurrency: int
+    seconds_since_consumed: float | None
+    consuming: bool
+
+
+def consume_deadline() -> timedelta:
+    """How long a live worker with free slots may go without a message while runs wait."""
+    return timedelta(
+        seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS
+        + 2 * settings.AUTOMATION_SWEEP_INTERVAL_SECONDS
+        + settings.AUTOMATION_LEASE_TTL_SECONDS / 4
+    )
+
+
+def live_workers() -> list[WorkerState]:
+    """Workers that beat within the lease TTL and did not stop, each with its consuming state.
+
+    A worker can stay connected to the broker and heartbeat while its consumer no longer
+    takes messages (a known class of Celery / kombu reconnect bugs). From the database that
+    looks like: its heartbeat is recent, it has free slots, it received no run's message for
+    longer than a lost message takes to be re-sent, and runs have waited that long.
+    """
+    from automation.models import AgentRun, Worker
+
+    now = timezone.now()
+    ttl = timedelta(seconds=settings.AUTOMATION_LEASE_TTL_SECONDS)
+    stale_before = now - consume_deadline()
+    work_waits = (
+        AgentRun.objects.filter(status=RunStatus.PENDING, dispatched_at__lt=stale_before)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .exists()
+    )
+    states = []
+    for row in Worker.objects.filter(stopped_at__isnull=True, last_beat_at__gte=now - ttl).order_by("name"):
+        consumed = row.last_consumed_at
+        idle = consumed is None or consumed < stale_before
+        states.append(
+            WorkerState(
+                name=row.name,
+                in_flight=row.in_flight,
+                concurrency=row.concurrency,
+                seconds_since_consumed=(now - consumed).total_seconds() if consumed else None,
+                consuming=not (work_waits and idle and row.in_flight < row.concurrency),
+            )
+        )
+    return states
+
+
 def _worker_families():
     """Per live worker: runs in flight, seconds since it last received a message, and
     whether it is connected but no longer consuming while runs wait."""
-    from automation.worker.status import live_workers
-
     in_flight = GaugeMetricFamily(
         "automation_worker_in_flight", "Runs in flight per worker.", labels=["worker"]
     )

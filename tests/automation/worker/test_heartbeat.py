@@ -3,6 +3,7 @@
 import threading
 import time
 import uuid
+from functools import partial
 
 import pytest
 from django.test.utils import CaptureQueriesContext
@@ -29,7 +30,11 @@ class Claimed:
         self.cancel = {lease.run.pk: threading.Event() for lease in self.leases}
         self.guards = [
             lifecycle.guard_run(
-                run_id=lease.run.pk, lease_token=lease.token, cancel=self.cancel[lease.run.pk], worker="w1"
+                run_id=lease.run.pk,
+                lease_token=lease.token,
+                cancel=self.cancel[lease.run.pk],
+                worker="w1",
+                interrupt=partial(settlement.interrupt_run, run_id=lease.run.pk, lease_token=lease.token),
             )
             for lease in self.leases
         ]

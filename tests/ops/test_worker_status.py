@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from agentpress.ops.metrics import consume_deadline
 from automation.models import Worker
 from automation.states import RunStatus
-from automation.worker.status import consume_deadline
 from tests.factories import AgentRunFactory
 from tests.ops.test_metrics import scrape, value
 
