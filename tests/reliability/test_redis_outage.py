@@ -1,4 +1,4 @@
-"""Scenario 3: Redis stopped for 20 seconds while 200 webhook events and 50 manual runs arrive.
+"""Scenario 3: Redis stopped for 20 seconds or more while 200 webhook events and 50 manual runs arrive.
 
 Recovery is a bound stated from settings: once Redis is back, the worker consumes again
 within one reconnect interval plus the connect timeout (``automation.worker.consumer``), and
@@ -62,13 +62,13 @@ def test_work_arriving_while_redis_is_down_runs_once_after_it_returns(
     down_at = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(deliver, range(RUNS)))
-    sent_within = time.monotonic() - down_at
-    assert sent_within < OUTAGE_SECONDS, "the load must arrive while Redis is down"
     assert sorted({code for code, _ in answers}) in ([201, 202], [202, 201]), answers
     assert max(seconds for _, seconds in answers) < ANSWER_BOUND_SECONDS
     assert AgentRun.objects.count() == RUNS
     assert AgentRun.objects.filter(status=RunStatus.PENDING, dispatched_at__isnull=True).count() == RUNS
 
+    # Redis stays down for the outage and until the whole load has arrived (a loaded machine
+    # answers slower); the clock of the bound starts when it is back
     time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
     private_redis.start()
     wait_until(
