@@ -14,16 +14,16 @@ from structlog.contextvars import bound_contextvars
 
 from agentpress.ops import logs, metrics
 from automation import broker
-from automation.models import AgentRun
+from automation.models import AgentRun, RunEvent
 from automation.services import follow_ups, provider_events
-from automation.services.runs import dispatch_run, record_event
+from automation.services.runs import dispatch_run
 from automation.services.settlement import interrupt_run
 from automation.states import RunStatus
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
-CHUNK = 20  # expired leases interrupted per transaction
+CHUNK = 20  # runs recovered, or taken for sending, per transaction
 # A run re-sent n times waits REDISPATCH_AFTER × 2**n before the next copy (n capped here).
 MAX_BACKOFF_STEPS = 5
 
@@ -108,30 +108,61 @@ def redispatch_pending_runs() -> int:
     queue, starting nothing sooner. Each re-send of a run doubles the wait before the next
     one (up to ``2**MAX_BACKOFF_STEPS`` times), so a run that stays unclaimable does not
     fill the queue with copies; every re-send is on the run's timeline with its count.
+
+    Sweeps running at once (a worker runs many tasks in parallel) never send the same run
+    twice: each takes its runs in short ``SKIP LOCKED`` transactions that mark them sent,
+    and publishes after the commit (a failed publish marks its runs unsent again).
     """
-    now = timezone.now()
+    backlog = broker.waiting_messages()
+    sent = 0
+    for _ in range(BATCH // CHUNK):
+        taken, found = _take_for_sending(timezone.now(), backlog=bool(backlog))
+        for index, run_id in enumerate(taken):
+            if not dispatch_run(run_id=run_id):  # the broker is down: the next sweep tries again
+                AgentRun.objects.filter(pk__in=taken[index:], status=RunStatus.PENDING).update(
+                    dispatched_at=None
+                )
+                return sent
+            sent += 1
+        if found < CHUNK:
+            break
+    return sent
+
+
+def _take_for_sending(now, *, backlog: bool) -> tuple[list, int]:
+    """Lock up to ``CHUNK`` candidates, mark those due as sent (a re-send counted), commit."""
     after = timedelta(seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS)
     never_sent = Q(dispatched_at__isnull=True)
-    backlog = broker.waiting_messages()
     lost = never_sent if backlog else never_sent | Q(dispatched_at__lt=now - after)
-    due = (
-        AgentRun.objects.filter(status=RunStatus.PENDING)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .filter(lost)
-        .order_by(F("dispatched_at").asc(nulls_first=True), "created_at")
-        .values_list("pk", "dispatched_at", "redispatch_count")[:BATCH]
-    )
-    sent = 0
-    for run_id, dispatched_at, resends in list(due):
-        if dispatched_at is not None and dispatched_at >= now - after * 2 ** min(resends, MAX_BACKOFF_STEPS):
-            continue  # re-sent before and still within its backoff
-        if not dispatch_run(run_id=run_id):
-            break  # the broker is down: the next sweep tries again
-        sent += 1
-        if dispatched_at is not None:
-            AgentRun.objects.filter(pk=run_id).update(redispatch_count=F("redispatch_count") + 1)
-            record_event(run_id, "redispatched", resend=resends + 1, last_sent=dispatched_at.isoformat())
-    return sent
+    with transaction.atomic():
+        candidates = list(
+            AgentRun.objects.select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .filter(status=RunStatus.PENDING)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .filter(lost)
+            .order_by(F("dispatched_at").asc(nulls_first=True), "created_at")
+            .values_list("pk", "dispatched_at", "redispatch_count")[:CHUNK]
+        )
+        first, again = [], []
+        for run_id, dispatched_at, resends in candidates:
+            if dispatched_at is None:
+                first.append(run_id)
+            elif dispatched_at < now - after * 2 ** min(resends, MAX_BACKOFF_STEPS):
+                again.append((run_id, dispatched_at, resends))
+        AgentRun.objects.filter(pk__in=first).update(dispatched_at=now)
+        if again:
+            AgentRun.objects.filter(pk__in=[r[0] for r in again]).update(
+                dispatched_at=now, redispatch_count=F("redispatch_count") + 1
+            )
+            RunEvent.objects.bulk_create(
+                RunEvent(
+                    run_id=run_id,
+                    kind="redispatched",
+                    detail={"resend": resends + 1, "last_sent": dispatched_at.isoformat()},
+                )
+                for run_id, dispatched_at, resends in again
+            )
+    return first + [r[0] for r in again], len(candidates)
 
 
 def sweep() -> dict:

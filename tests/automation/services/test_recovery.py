@@ -79,3 +79,30 @@ def test_a_lost_message_is_resent_with_backoff_and_each_resend_is_on_the_timelin
         assert recovery.redispatch_pending_runs() == 1
     run.refresh_from_db()
     assert resends(run) == [1, 2] and run.redispatch_count == 2
+
+
+def test_sweeps_running_at_once_send_each_lost_run_once(roster, broker_queue):
+    import threading
+
+    from django.db import connection
+
+    services.require_postgres()
+    pending = create(roster, 60)
+    AgentRun.objects.filter(pk__in=[r.pk for r in pending]).update(dispatched_at=None)  # all lost
+    services.flush_test_broker()
+    barrier = threading.Barrier(4)
+
+    def sweep():
+        try:
+            barrier.wait()
+            recovery.redispatch_pending_runs()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert broker_queue() == 60
+    assert not AgentRun.objects.filter(dispatched_at__isnull=True).exists()
