@@ -39,12 +39,11 @@ class StubModel(threading.Thread):
 
     def run(self):
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
+        self.server = self.loop.run_until_complete(
             asyncio.start_server(self._serve, "127.0.0.1", self.port, backlog=4096)
         )
         self.ready.set()
-        with server:
-            self.loop.run_forever()
+        self.loop.run_forever()
 
     async def _serve(self, reader, writer):
         try:
@@ -94,6 +93,7 @@ class StubModel(threading.Thread):
         return self
 
     def close(self):
+        self.loop.call_soon_threadsafe(self.server.close)
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
