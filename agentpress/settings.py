@@ -118,11 +118,25 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{Path(VAR_DIR) / 'agentpress.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+_EMBEDDED_DATABASE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# PostgreSQL connections per process come from Django's psycopg pool: a thread takes one for
+# its database work and gives it back (a worker releases it before the agent waits), so a
+# worker with a thousand runs in flight holds at most this many. 0 turns the pool off
+# (persistent connections per thread, CONN_MAX_AGE).
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=20)
+if _EMBEDDED_DATABASE:
     # Web, worker and beat share one file: wait for the write lock instead of failing,
     # and take it at BEGIN so read-then-write transactions do not deadlock.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif DATABASE_POOL_MAX_SIZE:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # How long a thread waits for a free connection before its database call fails.
+        "timeout": env.float("DATABASE_POOL_TIMEOUT_SECONDS", default=30),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -232,13 +246,28 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 # silently drops a message (the claim makes the second delivery harmless).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# One message at a time per process: a long agent run must not hold others hostage.
+# Runs in flight per worker process. Agent runs spend their life waiting on a model or a
+# tool, so they run as threads of one process (the ``threads`` pool), each holding no
+# database connection while it waits. The embedded SQLite default keeps it low: every
+# write takes the one file lock.
+AUTOMATION_WORKER_CONCURRENCY = env.int(
+    "AUTOMATION_WORKER_CONCURRENCY", default=8 if _EMBEDDED_DATABASE else 1000
+)
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = AUTOMATION_WORKER_CONCURRENCY
+# One reserved message per slot: a message is only taken when a thread is free to claim it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 # Do not retry a publish for long: the request must answer even when the broker is down.
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker that lost the broker retries every AUTOMATION_BROKER_RECONNECT_SECONDS for as long
+# as it takes (Celery's own backoff grows to 30 s and gives up after 100 tries), so it
+# consumes again at most that long (plus the connect timeout) after the broker is back.
+AUTOMATION_BROKER_RECONNECT_SECONDS = env.float("AUTOMATION_BROKER_RECONNECT_SECONDS", default=2)
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CONSUMER = "automation.worker.consumer:Consumer"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Write each periodic task's last_run_at as soon as beat sends it (not every 3 minutes):

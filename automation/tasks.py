@@ -4,23 +4,19 @@ Periodic tasks are registered in django-celery-beat by ``setup_periodic_tasks``.
 """
 
 import logging
-import os
 
 from celery import shared_task
 
 from automation.services import execution, follow_ups, recovery, retention, schedules, wakeups
+from automation.worker.signals import worker_name
 
 logger = logging.getLogger(__name__)
-
-
-def worker_id(task) -> str:
-    return f"{task.request.hostname or 'worker'}/pid:{os.getpid()}"
 
 
 @shared_task(bind=True, name="automation.execute_run")
 def execute_run(self, run_id: str | None = None) -> str:
     """A wake-up: claim ``run_id`` if it is the fair choice, else the next fair run."""
-    return execution.execute_run(run_id=run_id, worker=worker_id(self))
+    return execution.execute_run(run_id=run_id, worker=worker_name(self.request.hostname))
 
 
 def send_wakeups(task, times) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from agentpress.ops import metrics
 
@@ -47,6 +48,28 @@ _lock = threading.Lock()
 _active: dict[str, ActiveRun] = {}
 _shutdown_requested = threading.Event()
 _grace_expired = threading.Event()
+_last_consumed_at = None
+
+
+def in_flight() -> list[ActiveRun]:
+    """The runs this process is executing now (the heartbeat renews their leases)."""
+    with _lock:
+        return list(_active.values())
+
+
+def is_in_flight(run_id) -> bool:
+    with _lock:
+        return str(run_id) in _active
+
+
+def note_consumed() -> None:
+    """A run's message reached this process (claimed or not): the worker is consuming."""
+    global _last_consumed_at
+    _last_consumed_at = timezone.now()
+
+
+def last_consumed_at():
+    return _last_consumed_at
 
 
 def shutting_down() -> bool:

@@ -12,16 +12,19 @@ Two kinds:
   source of truth, so these agree across every process and host.
 """
 
-import logging
 import os
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Count, Sum, Value, When
+from django.db.models import Case, Count, Q, Sum, Value, When
+from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from automation import broker
 from automation.states import (
     FollowUpStatus,
     ProviderEventStatus,
@@ -30,8 +33,6 @@ from automation.states import (
     WaitingKind,
     effective_limit,
 )
-
-logger = logging.getLogger(__name__)
 
 RUNS_STARTED = Counter("automation_runs_started", "Runs claimed by a worker.", ["source"])
 RUNS_FINISHED = Counter(
@@ -112,6 +113,7 @@ class DatabaseCollector:
         yield _by_status(
             ProviderEvent, ProviderEventStatus, "automation_provider_events", "Provider events by status."
         )
+        yield from _worker_families()
         slots = Schedule.objects.aggregate(missed=Sum("missed_count"), skipped=Sum("skipped_count"))
         yield CounterMetricFamily(
             "automation_schedule_slots_missed",
@@ -123,6 +125,83 @@ class DatabaseCollector:
             "Schedule slots skipped because the previous run was still active.",
             value=slots["skipped"] or 0,
         )
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    name: str
+    in_flight: int
+    concurrency: int
+    seconds_since_consumed: float | None
+    consuming: bool
+
+
+def consume_deadline() -> timedelta:
+    """How long a live worker with free slots may go without a message while runs wait."""
+    return timedelta(
+        seconds=settings.AUTOMATION_REDISPATCH_AFTER_SECONDS
+        + 2 * settings.AUTOMATION_SWEEP_INTERVAL_SECONDS
+        + settings.AUTOMATION_LEASE_TTL_SECONDS / 4
+    )
+
+
+def live_workers() -> list[WorkerState]:
+    """Workers that beat within the lease TTL and did not stop, each with its consuming state.
+
+    A worker can stay connected to the broker and heartbeat while its consumer no longer
+    takes messages (a known class of Celery / kombu reconnect bugs). From the database that
+    looks like: its heartbeat is recent, it has free slots, it received no run's message for
+    longer than a lost message takes to be re-sent, and runs have waited that long.
+    """
+    from automation.models import AgentRun, Worker
+
+    now = timezone.now()
+    ttl = timedelta(seconds=settings.AUTOMATION_LEASE_TTL_SECONDS)
+    stale_before = now - consume_deadline()
+    work_waits = (
+        AgentRun.objects.filter(status=RunStatus.PENDING, dispatched_at__lt=stale_before)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .exists()
+    )
+    states = []
+    for row in Worker.objects.filter(stopped_at__isnull=True, last_beat_at__gte=now - ttl).order_by("name"):
+        consumed = row.last_consumed_at
+        idle = consumed is None or consumed < stale_before
+        states.append(
+            WorkerState(
+                name=row.name,
+                in_flight=row.in_flight,
+                concurrency=row.concurrency,
+                seconds_since_consumed=(now - consumed).total_seconds() if consumed else None,
+                consuming=not (work_waits and idle and row.in_flight < row.concurrency),
+            )
+        )
+    return states
+
+
+def _worker_families():
+    """Per live worker: runs in flight, seconds since it last received a message, and
+    whether it is connected but no longer consuming while runs wait."""
+    in_flight = GaugeMetricFamily(
+        "automation_worker_in_flight", "Runs in flight per worker.", labels=["worker"]
+    )
+    since = GaugeMetricFamily(
+        "automation_worker_seconds_since_consumed",
+        "Seconds since a run's message last reached the worker.",
+        labels=["worker"],
+    )
+    stalled = GaugeMetricFamily(
+        "automation_worker_not_consuming",
+        "1 when a live worker with free slots received no message for longer than a lost one "
+        "takes to be re-sent while runs wait.",
+        labels=["worker"],
+    )
+    for state in live_workers():
+        in_flight.add_metric([state.name], state.in_flight)
+        if state.seconds_since_consumed is not None:
+            since.add_metric([state.name], state.seconds_since_consumed)
+        stalled.add_metric([state.name], 0 if state.consuming else 1)
+    yield from (in_flight, since, stalled)
 
 
 def _by_status(model, statuses, name: str, documentation: str) -> GaugeMetricFamily:
@@ -214,23 +293,10 @@ class QueueDepthCollector:
     """Messages waiting in the Celery queue (Redis broker only; other brokers export nothing)."""
 
     def collect(self):
-        url = settings.CELERY_BROKER_URL
-        if not url.startswith(("redis://", "rediss://")):
+        depth = broker.waiting_messages()
+        if depth is None:
             return
-        import redis
-
-        queue = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
-        # kombu's Redis transport keeps one list per priority step beside the plain one.
-        names = [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
-        try:
-            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-            with client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.llen(name)
-                depth = sum(pipe.execute())
-        except redis.RedisError as exc:
-            logger.warning("Could not read the Celery queue depth: %s", exc)
-            return
+        queue = broker.queue_names()[0]
         family = GaugeMetricFamily("automation_celery_queue_length", "Messages waiting.", labels=["queue"])
         family.add_metric([queue], depth)
         yield family

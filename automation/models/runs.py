@@ -50,6 +50,8 @@ class AgentRun(models.Model):
     not_before = models.DateTimeField(null=True, blank=True)
     scheduled_for = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # How many times the sweep re-sent the run's message (a lost message, DESIGN §4.5).
+    redispatch_count = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -220,6 +222,9 @@ class Worker(models.Model):
     in_flight = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(auto_now_add=True)
     last_beat_at = models.DateTimeField(null=True, blank=True)
+    # When a run's message last reached the process, claimed or not: a live worker with free
+    # slots that consumes nothing while runs wait is "connected but not consuming".
+    last_consumed_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -1,69 +1,29 @@
-"""Executing one run on a worker: claim, heartbeat beside the agent, write the result.
+"""Executing one run on a worker: claim, run the agent with no connection held, write the result.
 
-The heartbeat runs on a side thread every ``LEASE_TTL / 4``. When it matches no row
-(the run was cancelled or recovered) it sets the cancellation signal the runtime must
-honour, and whatever the agent returns afterwards is discarded by the fenced write.
+Many runs are in flight in one process (Celery's ``threads`` pool, one thread per run); the
+process's single heartbeat (``automation.worker.heartbeat``) renews all their leases. When it
+finds a run no longer ours (cancelled or recovered) it sets that run's cancellation signal,
+which the runtime must honour, and whatever the agent returns afterwards is discarded by the
+fenced write. A thread gives its database connection back to the pool before the agent
+waits, and after each tool call, so a waiting run holds none.
 """
 
 import logging
 import threading
-import time
+from dataclasses import replace
 from functools import partial
 
-from django.conf import settings
 from django.db import connection
-from structlog.contextvars import bound_contextvars
 
 from agentpress.agents.models import Message
-from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, get_runtime
+from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
 from agentpress.ops import lifecycle, logs, metrics
 from automation.services import follow_ups
-from automation.services.runs import claim_run, format_error, heartbeat_run, record_event
+from automation.services.runs import claim_run, format_error, record_event
 from automation.services.settlement import complete_run, fail_run, interrupt_run
+from automation.worker import heartbeat
 
 logger = logging.getLogger(__name__)
-
-
-class Heartbeat(threading.Thread):
-    def __init__(self, run_id, lease_token, cancel: threading.Event):
-        super().__init__(name=f"heartbeat-{run_id}", daemon=True)
-        self.run_id = run_id
-        self.lease_token = lease_token
-        self.cancel = cancel
-        self.finished = threading.Event()
-        self.interval = settings.AUTOMATION_LEASE_TTL_SECONDS / 4
-        self.log_fields = logs.current_fields()  # a thread starts with an empty context
-
-    def run(self):
-        with bound_contextvars(**self.log_fields):
-            last_beat = time.monotonic()
-            try:
-                while not self.finished.wait(self.interval):
-                    try:
-                        alive = heartbeat_run(run_id=self.run_id, lease_token=self.lease_token)
-                    except Exception:  # the database blipped: keep trying until the lease runs out
-                        logger.exception("Heartbeat of run %s failed", self.run_id)
-                        connection.close()
-                        continue
-                    if not alive:
-                        self.cancel.set()
-                        return
-                    last_beat = self._note_gap(last_beat)
-            finally:
-                connection.close()
-
-    def _note_gap(self, last_beat: float) -> float:
-        """Put a late heartbeat on the timeline: the lease came close to expiring."""
-        now = time.monotonic()
-        if now - last_beat > 2 * self.interval:
-            record_event(
-                self.run_id, "heartbeat_gap", seconds=round(now - last_beat, 1), expected=self.interval
-            )
-        return now
-
-    def stop(self):
-        self.finished.set()
-        self.join(timeout=5)
 
 
 def _history(thread_id, run_id) -> list[dict]:
@@ -73,8 +33,10 @@ def _history(thread_id, run_id) -> list[dict]:
 
 def execute_run(*, run_id, worker: str) -> str:
     """Run the agent for one pending run. Safe to call twice: only one claim wins."""
+    lifecycle.note_consumed()
     if lifecycle.shutting_down():
         return "not-claimed"  # this worker is stopping: the redispatch sweep sends the run again
+    heartbeat.ensure_started(worker=worker)
     lease = claim_run(run_id=run_id, worker=worker)
     if lease is None:
         return "not-claimed"
@@ -97,19 +59,36 @@ def execute_run(*, run_id, worker: str) -> str:
     return outcome
 
 
+def _releasing(tool: Tool) -> Tool:
+    """The tool, giving the thread's connection back once its database work is done."""
+
+    def call(arguments: dict) -> dict:
+        try:
+            return tool.call(arguments)
+        finally:
+            release_connection()
+
+    return replace(tool, call=call)
+
+
+def release_connection() -> None:
+    """Give this thread's connection back to the pool (outside a transaction: a test's, say)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
-    heartbeat = Heartbeat(run.pk, lease.token, cancel)
-    heartbeat.start()
     try:
         invocation = Invocation(
             run_id=str(run.pk),
             prompt=run.prompt,
             instructions=run.agent.instructions,
             history=_history(run.thread_id, run.pk),
-            tools=follow_ups.tools_for_run(run=run, lease_token=lease.token),
+            tools=[_releasing(t) for t in follow_ups.tools_for_run(run=run, lease_token=lease.token)],
             config=run.agent.runtime_config or {},
             cancel=cancel,
         )
+        release_connection()  # the agent now waits on its model or its tools
         result = get_runtime(run.agent.runtime).invoke(invocation)
     except RunCancelled:
         record_event(run.pk, "agent_stopped", worker=worker, reason="the run was cancelled or lost its lease")
@@ -121,8 +100,6 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
         logger.exception("Run %s raised", run.pk)
         fail_run(run=run, lease_token=lease.token, error=format_error(exc), worker=worker)
         return "failed"
-    finally:
-        heartbeat.stop()
     ok = complete_run(
         run=run,
         lease_token=lease.token,

@@ -371,18 +371,6 @@ def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | 
     )
 
 
-def heartbeat_run(*, run_id, lease_token) -> bool:
-    """Extend the lease. ``False`` means the worker lost the run (cancelled or recovered)
-    and must stop the agent."""
-    now = timezone.now()
-    return (
-        AgentRun.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_token=lease_token).update(
-            heartbeat_at=now, lease_expires_at=now + lease_ttl()
-        )
-        == 1
-    )
-
-
 def mark_completed(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:
     """``running → completed`` and the agent's messages, only while the lease is ours
     (``queries.finish_run``). ``run`` is the row the worker claimed; it is returned ended,

@@ -3,11 +3,13 @@
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
+from django.db import connection
 
 from agentpress.agents.models import Message
-from automation.models import AgentRun
+from automation.models import AgentRun, RunEvent
 from automation.services import recovery, runs, settlement
 from automation.states import RunSource, RunStatus
 from automation.tasks import execute_run
@@ -93,3 +95,55 @@ def test_a_run_created_while_the_broker_is_down_runs_after_the_resend_sweep(rost
     assert recovery.redispatch_pending_runs() == 1
     wait_until(lambda: status_of(run) == RunStatus.COMPLETED, message="run completed after resend")
     assert Message.objects.filter(thread=run.thread, content="after the outage").count() == 1
+
+
+def worker_connections(app_name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app_name])
+        return cursor.fetchone()[0]
+
+
+def test_hundreds_in_flight_hold_a_bounded_pool_and_cancel_stops_exactly_the_cancelled(roster, worker_pool):
+    """One worker process, 300 runs waiting at once: at most 30 PostgreSQL connections, and
+    cancelling 100 of them stops those agents within one heartbeat interval, the others go on."""
+    in_flight, ttl, pool_max = 300, 4, 20
+    interval = ttl / 4
+    app_name = f"h14-worker-{uuid.uuid4().hex[:8]}"
+    worker_pool(
+        concurrency=in_flight,
+        AUTOMATION_LEASE_TTL_SECONDS=ttl,
+        DATABASE_POOL_MAX_SIZE=pool_max,
+        PGAPPNAME=app_name,
+    )
+    started = [start(roster, "!sleep 40\n!reply finished") for _ in range(in_flight)]
+    peak = 0
+
+    def all_running():
+        nonlocal peak
+        peak = max(peak, worker_connections(app_name))
+        return AgentRun.objects.filter(status=RunStatus.RUNNING).count() == in_flight
+
+    wait_until(all_running, timeout=120, interval=0.2, message=f"{in_flight} runs running at once")
+    for _ in range(20):  # several heartbeats while every agent waits
+        peak = max(peak, worker_connections(app_name))
+        time.sleep(0.1)
+    assert peak <= 30, f"the worker held {peak} connections with {in_flight} runs in flight"
+    assert len(set(AgentRun.objects.values_list("lease_owner", flat=True))) == 1, "one worker process"
+
+    cancelled, kept = started[:100], started[100:]
+    for run in cancelled:
+        settlement.cancel_run(run_id=run.pk, reason="test")
+    ids = [r.pk for r in cancelled]
+    wait_until(
+        lambda: RunEvent.objects.filter(run_id__in=ids, kind="agent_stopped").count() == len(ids),
+        timeout=interval + 30,
+        message="every cancelled agent stopped",
+    )
+    margin = 3  # the loaded two-core machine: the stopped agent's thread writes its event
+    for run in cancelled:
+        cancelled_at = run.events.get(kind="cancelled").at
+        stopped_at = run.events.get(kind="agent_stopped").at
+        assert (stopped_at - cancelled_at).total_seconds() <= interval + margin
+    assert not RunEvent.objects.filter(run__in=kept, kind="agent_stopped").exists()
+    assert AgentRun.objects.filter(pk__in=[r.pk for r in kept], status=RunStatus.RUNNING).count() == len(kept)
+    assert not Message.objects.filter(run__in=cancelled, content="finished").exists()

@@ -26,8 +26,8 @@ def start(name: str, argv: list[str], ready: str, **env) -> services.Process:
 
 
 def worker(name: str, concurrency: int = 2, app: str = "agentpress", queue: str = "", **env):
-    """A celery worker at log level warning (no line per task, as in production)."""
-    argv = services.celery_worker_argv(concurrency, name)
+    """A prefork celery worker at log level warning (no line per task, as in production)."""
+    argv = services.celery_worker_argv(concurrency, name, pool="prefork")
     argv[argv.index("agentpress")] = app
     argv[argv.index("-l") + 1] = "warning"
     if queue:

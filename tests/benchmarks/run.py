@@ -25,6 +25,7 @@ BENCHMARKS = {
     "3": "tests.benchmarks.scheduler",
     "5": "tests.benchmarks.ingest",
     "6": "tests.benchmarks.fairness",
+    "7": "tests.benchmarks.inflight",
     "4": "tests.benchmarks.read_path",  # the 1M-row load goes last: nothing after it pays for it
 }
 

@@ -134,7 +134,8 @@ def flush_test_broker() -> None:
     redis.Redis.from_url(TEST_BROKER_URL).flushdb()
 
 
-def celery_worker_argv(concurrency: int = 2, hostname: str = "w1") -> list[str]:
+def celery_worker_argv(concurrency: int = 2, hostname: str = "w1", pool: str = "threads") -> list[str]:
+    """The Procfile's worker (the ``threads`` pool), with ``concurrency`` runs in flight."""
     return [
         sys.executable,
         "-m",
@@ -143,7 +144,7 @@ def celery_worker_argv(concurrency: int = 2, hostname: str = "w1") -> list[str]:
         "agentpress",
         "worker",
         "-P",
-        "prefork",
+        pool,
         "-c",
         str(concurrency),
         "--without-gossip",

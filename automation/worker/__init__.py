@@ -1,0 +1,1 @@
+"""The worker side of the engine: the process heartbeat, its Celery signals and consumer."""
