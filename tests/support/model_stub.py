@@ -62,6 +62,7 @@ class ModelStub:
                 with stub.lock:
                     stub.requests.append(
                         {
+                            "peer": self.client_address[1],
                             "path": self.path,
                             "headers": {k.lower(): v for k, v in self.headers.items()},
                             "body": body,

@@ -1,0 +1,102 @@
+"""The openai runtime's client (issue 14 item 4): one per endpoint per process, a timeout per
+call, and a call still waiting is stopped when its run is cancelled or recovered."""
+
+import json
+import threading
+
+import pytest
+from django.conf import settings as django_settings
+
+from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, endpoints, get_runtime
+from agentpress.agents.runtime.openai_runtime import client_for
+from automation.models import AgentRun
+from automation.services import runs
+from automation.states import RunSource, RunStatus
+from tests.factories import AgentFactory
+from tests.support.model_stub import ModelStub, Reply
+from tests.support.services import wait_until
+
+SLOW = 60  # seconds the stub takes: far beyond every wait below
+
+
+@pytest.fixture
+def stub():
+    server = ModelStub().start()
+    yield server
+    server.stop()
+
+
+def invocation(cancel=None):
+    return Invocation(
+        run_id="r1", prompt="hi", instructions="", history=[], tools=[],
+        config={"endpoint": "stub", "model": "m"}, cancel=cancel or threading.Event(),
+    )  # fmt: skip
+
+
+def test_one_client_per_endpoint_reuses_its_connection(settings, stub):
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url}}
+    get_runtime("openai").invoke(invocation())
+    get_runtime("openai").invoke(invocation())
+    endpoint = endpoints.resolve({"endpoint": "stub"})
+    assert client_for(endpoint) is client_for(endpoint)
+    assert len(stub.requests) == 2 and stub.requests[0]["peer"] == stub.requests[1]["peer"]
+
+
+def test_a_call_longer_than_the_endpoint_timeout_fails_clearly(settings, stub):
+    settings.AUTOMATION_MODEL_ENDPOINTS = {
+        "stub": {"base_url": stub.url, "timeout_seconds": 0.3, "max_retries": 0}
+    }
+    stub.replies = [Reply(delay=SLOW)]
+    reported = []
+    run = invocation()
+    run.report_model_call = reported.append
+    with pytest.raises(RuntimeFailure, match="model endpoint 'stub' did not answer within 0.3s"):
+        get_runtime("openai").invoke(run)
+    assert [(r.outcome, r.error) for r in reported] == [("error", reported[0].error)]
+    assert "did not answer" in reported[0].error
+
+
+def test_cancel_aborts_a_call_that_is_still_waiting(settings, stub):
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url}}
+    stub.replies = [Reply(delay=SLOW)]
+    cancel = threading.Event()
+    outcome = []
+
+    def call():
+        try:
+            get_runtime("openai").invoke(invocation(cancel))
+        except RunCancelled:
+            outcome.append("stopped")
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    wait_until(lambda: stub.requests, message="the call reached the endpoint")
+    cancel.set()
+    heartbeat = django_settings.AUTOMATION_LEASE_TTL_SECONDS / 4
+    worker.join(timeout=heartbeat + 5)
+    assert outcome == ["stopped"]
+    assert stub.disconnected.wait(timeout=5), "the connection was closed, not left waiting"
+
+
+@pytest.mark.parametrize("how", ["cancelled", "recovered"])
+def test_a_lost_run_stops_its_model_call_on_the_worker(roster, worker_pool, stub, how):
+    lease_ttl = 2
+    endpoint_config = json.dumps({"stub": {"base_url": stub.url, "max_retries": 0}})
+    worker_pool(AUTOMATION_LEASE_TTL_SECONDS=lease_ttl, AUTOMATION_MODEL_ENDPOINTS=endpoint_config)
+    stub.replies = [Reply(delay=SLOW)]
+    agent = AgentFactory(
+        organization=roster.org, runtime="openai", runtime_config={"endpoint": "stub", "model": "m"}
+    )
+    run = runs.run_create(agent=agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="hi")
+    wait_until(lambda: stub.requests, message="the model call is in flight")
+    if how == "cancelled":
+        runs.cancel_run(run_id=run.pk, reason="test")
+    else:
+        runs.interrupt_run(run_id=run.pk, error="lease expired (test)")
+    # one heartbeat interval to notice, one read slice to stop, plus room for a loaded machine
+    bound = lease_ttl / 4 * 2 + 10
+    wait_until(
+        lambda: run.events.filter(kind="agent_stopped").exists(), timeout=bound, message="agent stopped"
+    )
+    assert stub.disconnected.wait(timeout=5)
+    assert AgentRun.objects.get(pk=run.pk).status in (RunStatus.CANCELLED, RunStatus.INTERRUPTED)
