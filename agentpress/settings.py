@@ -323,7 +323,9 @@ AUTOMATION_METRICS_MAX_ORGS = env.int("AUTOMATION_METRICS_MAX_ORGS", default=50)
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
-METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+# In production only the bearer token opens /metrics unless the operator lists addresses:
+# behind a reverse proxy on the same host every request comes from loopback.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"] if DEBUG else [])
 METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
 AUTOMATION_WORKER_METRICS_PORT = env.int("AUTOMATION_WORKER_METRICS_PORT", default=0)
 AUTOMATION_BEAT_STALE_AFTER_SECONDS = env.float("AUTOMATION_BEAT_STALE_AFTER_SECONDS", default=60)

@@ -1,7 +1,14 @@
-"""``/metrics`` (protected), ``/healthz`` (alive) and ``/readyz`` (dependencies up)."""
+"""``/metrics`` (protected), ``/healthz`` (alive) and ``/readyz`` (dependencies up).
+
+Both ``/readyz`` and ``/healthz`` are public, so they name a failing check and nothing else;
+what failed and why (hosts, users, exception text) goes to the log. ``/metrics`` needs
+``METRICS_BEARER_TOKEN`` or an address the operator listed in ``METRICS_ALLOWED_IPS`` (empty
+by default in production: ``REMOTE_ADDR`` is the proxy's behind a reverse proxy).
+"""
 
 import hmac
 import ipaddress
+import logging
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -9,6 +16,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agentpress.ops import health, metrics
+
+logger = logging.getLogger(__name__)
 
 
 def _ip_allowed(remote: str) -> bool:
@@ -51,5 +60,7 @@ def healthz(request):
 def readyz(request):
     checks = health.readiness()
     failing = [name for name, check in checks.items() if not check["ok"]]
-    body = {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks}
+    for name in failing:
+        logger.warning("Readiness check %s failing: %s", name, checks[name]["detail"])
+    body = {"status": "unavailable" if failing else "ok", "failing": failing}
     return JsonResponse(body, status=503 if failing else 200)

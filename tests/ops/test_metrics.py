@@ -185,3 +185,31 @@ def test_counters_from_several_processes_are_summed_in_multiprocess_mode(db, tmp
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     text = metrics.scrape(include_database=False).decode()
     assert 'automation_runs_started_total{source="manual"} 3.0' in text
+
+
+def test_in_production_metrics_need_the_token_unless_addresses_are_listed(db, client, settings):
+    """Issue 13 defect 14: behind a proxy on the same host every request comes from loopback."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.services import ROOT
+
+    script = "import django, json; django.setup(); from django.conf import settings; print(json.dumps(settings.METRICS_ALLOWED_IPS))"
+    base = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "agentpress.settings", "SECRET_KEY": "x" * 50}
+    allowed = {}
+    for name, extra in {
+        "production": {},
+        "listed": {"METRICS_ALLOWED_IPS": "10.0.0.0/8"},
+        "debug": {"DEBUG": "true"},
+    }.items():
+        out = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env={**base, **extra}, capture_output=True, text=True
+        )
+        allowed[name] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert allowed == {"production": [], "listed": ["10.0.0.0/8"], "debug": ["127.0.0.1", "::1"]}
+    settings.METRICS_ALLOWED_IPS = allowed["production"]
+    settings.METRICS_BEARER_TOKEN = "s3cret"
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    ok = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_AUTHORIZATION="Bearer s3cret")
+    assert ok.status_code == 200
