@@ -288,6 +288,9 @@ AUTOMATION_FOLLOW_UP_MAX_DELAY_SECONDS = env.int("AUTOMATION_FOLLOW_UP_MAX_DELAY
 AUTOMATION_FOLLOW_UP_MAX_PENDING_PER_CONTEXT = env.int(
     "AUTOMATION_FOLLOW_UP_MAX_PENDING_PER_CONTEXT", default=3
 )
+# Runaway guards: follow-ups that lead to follow-ups, and follow-ups scheduled by one run.
+AUTOMATION_MAX_FOLLOW_UP_CHAIN = env.int("AUTOMATION_MAX_FOLLOW_UP_CHAIN", default=10)
+AUTOMATION_MAX_FOLLOW_UPS_PER_RUN = env.int("AUTOMATION_MAX_FOLLOW_UPS_PER_RUN", default=5)
 AUTOMATION_FOLLOW_UP_WAIT_RETRY_SECONDS = env.int("AUTOMATION_FOLLOW_UP_WAIT_RETRY_SECONDS", default=30)
 AUTOMATION_DEBOUNCE_MAX_DELAY_SECONDS = env.int("AUTOMATION_DEBOUNCE_MAX_DELAY_SECONDS", default=300)
 AUTOMATION_WEBHOOK_TOLERANCE_SECONDS = 300
@@ -316,6 +319,9 @@ AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT = env.int("AUTOMATION_MAX_CONCURRENT_RU
 AUTOMATION_ADMISSION_ENABLED = env.bool("AUTOMATION_ADMISSION_ENABLED", default=True)
 # /metrics: per-organization capacity gauges for at most this many organizations.
 AUTOMATION_METRICS_MAX_ORGS = env.int("AUTOMATION_METRICS_MAX_ORGS", default=50)
+# The send_reply tool POSTs to an action's reply_url: public addresses only, unless listed here.
+AUTOMATION_REPLY_URL_ALLOWED_HOSTS = env.list("AUTOMATION_REPLY_URL_ALLOWED_HOSTS", default=[])
+AUTOMATION_REPLY_TIMEOUT_SECONDS = env.float("AUTOMATION_REPLY_TIMEOUT_SECONDS", default=10)
 
 # Operations (agentpress/ops): metrics, health, logs, retention, worker shutdown.
 # Multi-process metrics (gunicorn workers, Celery prefork children) need one shared

@@ -63,6 +63,42 @@ WEBHOOK_REJECTIONS = Counter(
 RETENTION_DELETED = Counter(
     "automation_retention_deleted", "Rows deleted or payloads pruned by retention.", ["kind"]
 )
+MODEL_TOKENS = Counter("automation_model_tokens", "Tokens of model calls.", ["org", "agent", "model", "kind"])
+MODEL_COST = Counter(
+    "automation_model_cost",
+    "Cost of model calls, in the unit of the endpoint prices.",
+    ["org", "agent", "model"],
+)
+MODEL_CALLS = Counter(
+    "automation_model_calls", "Model call attempts by outcome.", ["org", "agent", "model", "outcome"]
+)
+# Models are named by tenants: past this many (org, agent, model) series per process, new
+# ones are counted under "other" so a tenant cannot grow the scrape without bound.
+MAX_MODEL_SERIES = 500
+OTHER = "other"
+_model_series: set[tuple] = set()
+
+
+def _model_labels(org: str, agent, model: str) -> tuple[str, str, str]:
+    labels = (org, str(agent), model[:64])
+    if labels in _model_series:
+        return labels
+    if len(_model_series) >= MAX_MODEL_SERIES:
+        return (OTHER, OTHER, OTHER)
+    _model_series.add(labels)
+    return labels
+
+
+def record_model_call(*, org: str, agent, call) -> None:
+    """Count one model-call attempt: its tokens, cost and outcome."""
+    org, agent, model = _model_labels(org, agent, call.model)
+    MODEL_CALLS.labels(org=org, agent=agent, model=model, outcome=call.outcome).inc()
+    for kind in ("input", "output", "cached"):
+        tokens = getattr(call, f"{kind}_tokens")
+        if tokens:
+            MODEL_TOKENS.labels(org=org, agent=agent, model=model, kind=kind).inc(tokens)
+    if call.cost:
+        MODEL_COST.labels(org=org, agent=agent, model=model).inc(float(call.cost))
 
 
 def multiprocess_dir() -> str:

@@ -18,7 +18,8 @@ from django.db import connection
 from agentpress.agents.models import Message
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
 from agentpress.ops import lifecycle, logs, metrics
-from automation.services import follow_ups
+from automation import tools
+from automation.services import usage
 from automation.services.runs import claim_run, format_error, record_event
 from automation.services.settlement import complete_run, fail_run, interrupt_run
 from automation.worker import heartbeat
@@ -71,6 +72,18 @@ def _releasing(tool: Tool) -> Tool:
     return replace(tool, call=call)
 
 
+def _releasing_call(record):
+    """``record`` (a model call's usage row), giving the connection back afterwards."""
+
+    def call(model_call) -> None:
+        try:
+            record(model_call)
+        finally:
+            release_connection()
+
+    return call
+
+
 def release_connection() -> None:
     """Give this thread's connection back to the pool (outside a transaction: a test's, say)."""
     if not connection.in_atomic_block:
@@ -84,9 +97,10 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
             prompt=run.prompt,
             instructions=run.agent.instructions,
             history=_history(run.thread_id, run.pk),
-            tools=[_releasing(t) for t in follow_ups.tools_for_run(run=run, lease_token=lease.token)],
+            tools=[_releasing(t) for t in tools.tools_for_run(run=run, lease_token=lease.token)],
             config=run.agent.runtime_config or {},
             cancel=cancel,
+            report_model_call=_releasing_call(usage.UsageRecorder(run).record),
         )
         release_connection()  # the agent now waits on its model or its tools
         result = get_runtime(run.agent.runtime).invoke(invocation)

@@ -7,14 +7,12 @@ timeline of the run that scheduled it (``previous_run``) and, once it fires, of 
 
 import logging
 from datetime import datetime, timedelta
-from functools import partial
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole
-from agentpress.agents.runtime import Tool
 from automation import follow_up_requests, stop_conditions
 from automation.follow_up_requests import Refused
 from automation.models import AgentRun, FollowUp
@@ -44,24 +42,6 @@ def _record_on_previous(follow_up: FollowUp, kind: str, **detail) -> None:
 # --- the agent's tool ------------------------------------------------------------------------
 
 
-def tools_for_run(*, run, lease_token) -> list[Tool]:
-    """The ``schedule_follow_up`` tool, offered only while the org and the agent allow it."""
-    if follow_up_requests.capability_refusal(run.organization, run.agent):
-        return []
-    return [
-        Tool(
-            name=follow_up_requests.TOOL_NAME,
-            description=follow_up_requests.TOOL_DESCRIPTION,
-            parameters=follow_up_requests.TOOL_PARAMETERS,
-            call=partial(_call_tool, run.pk, lease_token),
-        )
-    ]
-
-
-def _call_tool(run_id, lease_token, arguments) -> dict:
-    return schedule_follow_up(run_id=run_id, lease_token=lease_token, arguments=arguments)
-
-
 def schedule_follow_up(*, run_id, lease_token, arguments) -> dict:
     """Store a pending follow-up of a running run, or refuse with a reason and store nothing.
 
@@ -82,7 +62,7 @@ def schedule_follow_up(*, run_id, lease_token, arguments) -> dict:
                 raise Refused(
                     "This run no longer holds its lease (cancelled or recovered); nothing was scheduled."
                 )
-            refusal = follow_up_requests.capability_refusal(run.organization, run.agent)
+            refusal = follow_up_requests.capability_refusal(run.organization, run.agent) or _runaway(run)
             if refusal:
                 raise Refused(refusal)
             follow_up = _create(run, arguments)
@@ -94,6 +74,39 @@ def schedule_follow_up(*, run_id, lease_token, arguments) -> dict:
         record_event(run_id, "follow_up_refused", reason=str(exc))
         return {"ok": False, "error": str(exc)}
     return {"ok": True, "follow_up_id": follow_up.pk, "scheduled_for": scheduled_for}
+
+
+def _runaway(run: AgentRun) -> str:
+    """Why this run may not schedule more: its follow-up chain or its own count is at the limit."""
+    per_run = settings.AUTOMATION_MAX_FOLLOW_UPS_PER_RUN
+    scheduled = FollowUp.objects.filter(previous_run=run).count()
+    if scheduled >= per_run:
+        return (
+            f"This run already scheduled {scheduled} follow-ups (AUTOMATION_MAX_FOLLOW_UPS_PER_RUN is {per_run}); "
+            "finish the work in fewer steps."
+        )
+    limit = settings.AUTOMATION_MAX_FOLLOW_UP_CHAIN
+    depth = follow_up_chain_length(run, stop_after=limit)
+    if depth >= limit:
+        return (
+            f"This run is follow-up {depth} of a chain of follow-ups (AUTOMATION_MAX_FOLLOW_UP_CHAIN is {limit}); "
+            "a new follow-up would make the chain too long. Finish the task or hand it to a person."
+        )
+    return ""
+
+
+def follow_up_chain_length(run: AgentRun, *, stop_after: int) -> int:
+    """How many follow-ups led to ``run`` (0 when a person, schedule or event started it)."""
+    depth, current = 0, run
+    while current.follow_up_id and depth < stop_after:
+        depth += 1
+        previous_id = FollowUp.objects.filter(pk=current.follow_up_id).values_list(
+            "previous_run_id", flat=True
+        )
+        current = AgentRun.objects.filter(pk__in=previous_id).only("pk", "follow_up_id").first()
+        if current is None:
+            break
+    return depth
 
 
 def _create(run: AgentRun, arguments) -> FollowUp:

@@ -118,10 +118,7 @@ def test_a_stored_internal_base_url_fails_the_run_with_a_clear_error(roster, set
     assert execution.execute_run(run_id=run.pk, worker="w1") == "failed"
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
-    assert (
-        "custom model endpoint '127.0.0.1' is refused: it resolves to 127.0.0.1 is a loopback"
-        in run.last_error
-    )
+    assert "is refused: it resolves to 127.0.0.1 is a loopback" in run.last_error
     assert stub.requests == []
 
 

@@ -1,16 +1,25 @@
 """A deterministic, offline runtime driven by directives in its prompt (DESIGN §11).
 
 One directive per line: ``!reply <text>``, ``!fail <message>``, ``!sleep <seconds>``,
-``!follow_up <seconds> <continuation prompt>`` and ``!stop_when <condition>`` (adds a
-stop condition to the follow-up above it; ``deadline <seconds>`` takes an offset).
-Other lines are text; a prompt without directives gets a reply that quotes it.
+``!follow_up <seconds> <continuation prompt>``, ``!stop_when <condition>`` (adds a
+stop condition to the follow-up above it; ``deadline <seconds>`` takes an offset) and
+``!send_reply <text>`` (calls the ``send_reply`` tool). Other lines are text; a prompt
+without directives gets a reply that quotes it.
+
+Each reply is reported as one model call with a deterministic usage: input tokens are the
+words of the instructions, history and prompt, output tokens the words of the reply,
+priced by the endpoint named in ``runtime_config.endpoint`` when there is one.
 """
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django.utils import timezone
 
-from .base import Invocation, InvocationResult, OutMessage, RuntimeFailure
+from . import endpoints
+from .base import Invocation, InvocationResult, ModelCallRecord, OutMessage, RuntimeFailure
+
+SCRIPTED = "scripted"
 
 
 def _parse(prompt: str) -> list[tuple[str, str]]:
@@ -59,6 +68,18 @@ class ScriptedRuntime:
             )
             follow_up = None
 
+        def call_tool(tool_name: str, arguments: dict):
+            tool = invocation.tool(tool_name)
+            result = (
+                tool.call(arguments)
+                if tool
+                else {"ok": False, "error": f"The {tool_name} tool is not offered."}
+            )
+            tool_calls.append({"name": tool_name, "arguments": arguments, "result": result})
+            messages.append(
+                OutMessage("tool", _describe_tool(tool_name, result), {"tool": tool_name, "result": result})
+            )
+
         for name, arg in steps:
             invocation.check_cancelled()
             if name == "stop_when" and follow_up is not None:
@@ -67,6 +88,9 @@ class ScriptedRuntime:
             flush_follow_up()
             if name == "reply":
                 messages.append(OutMessage("assistant", arg))
+                report_usage(invocation, arg)
+            elif name == "send_reply":
+                call_tool("send_reply", {"text": arg})
             elif name == "fail":
                 raise RuntimeFailure(arg or "Scripted failure.")
             elif name == "sleep":
@@ -87,8 +111,44 @@ class ScriptedRuntime:
             text = "\n".join(
                 line for line in invocation.prompt.splitlines() if not line.strip().startswith("!")
             )
-            messages.append(OutMessage("assistant", f'Done. You asked: "{text.strip()}"'))
+            reply = f'Done. You asked: "{text.strip()}"'
+            messages.append(OutMessage("assistant", reply))
+            report_usage(invocation, reply)
         return InvocationResult(messages=messages, tool_calls=tool_calls)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def report_usage(invocation: Invocation, reply: str) -> None:
+    context = [invocation.instructions, *(m["content"] for m in invocation.history), invocation.prompt]
+    input_tokens = sum(words(text) for text in context)
+    output_tokens = words(reply)
+    name = invocation.config.get("endpoint")
+    priced = isinstance(name, str) and name in endpoints.operator_endpoints()
+    cost = (
+        endpoints.resolve({"endpoint": name}, with_key=False).cost(input_tokens, output_tokens)
+        if priced
+        else Decimal(0)
+    )
+    invocation.report_model_call(
+        ModelCallRecord(
+            endpoint=name if priced else SCRIPTED,
+            model=str(invocation.config.get("model") or SCRIPTED),
+            attempt=1,
+            outcome="ok",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost=cost,
+        )
+    )
+
+
+def _describe_tool(name: str, result: dict) -> str:
+    if result.get("ok"):
+        return f"{name} done" + (" (the earlier result, not sent again)." if result.get("replayed") else ".")
+    return f"{name} not done: {result.get('error')}"
 
 
 def _describe(result: dict) -> str:

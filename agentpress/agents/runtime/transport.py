@@ -16,6 +16,7 @@ shared by every run of the process while each request is sent from its run's own
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -116,15 +117,16 @@ class _CancellableStream(httpcore2.NetworkStream):
 
 
 class GuardedBackend(httpcore2.NetworkBackend):
-    """Plain TCP, with the custom-endpoint address rule applied at connect time."""
+    """Plain TCP, with the tenant address rule applied at connect time when ``host_allowed``
+    is given (hosts it accepts skip the rule)."""
 
-    def __init__(self, *, guard_addresses: bool):
+    def __init__(self, *, host_allowed: Callable[[str], bool] | None):
         self._inner = httpcore2.SyncBackend()
-        self._guard = guard_addresses
+        self._host_allowed = host_allowed
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         target = host
-        if self._guard and not endpoints.host_allowed(host):
+        if self._host_allowed is not None and not self._host_allowed(host):
             try:
                 addresses = endpoints.resolve_addresses(host, port)
             except endpoints.EndpointRefused as exc:
@@ -146,10 +148,10 @@ class GuardedBackend(httpcore2.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-class ModelTransport(httpx2.HTTPTransport):
-    """One connection pool per endpoint; records every attempt of the current call."""
+class GuardedTransport(httpx2.HTTPTransport):
+    """httpx's transport over ``GuardedBackend``: for URLs a tenant supplied."""
 
-    def __init__(self, *, custom: bool, send_authorization: bool = True):
+    def __init__(self, *, host_allowed: Callable[[str], bool] | None):
         super().__init__(limits=DEFAULT_CONNECTION_LIMITS)
         limits = DEFAULT_CONNECTION_LIMITS
         # httpx has no parameter for the network backend: the pool is built here with ours.
@@ -158,8 +160,15 @@ class ModelTransport(httpx2.HTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(guard_addresses=custom),
+            network_backend=GuardedBackend(host_allowed=host_allowed),
         )
+
+
+class ModelTransport(GuardedTransport):
+    """One connection pool per endpoint; records every attempt of the current call."""
+
+    def __init__(self, *, custom: bool, send_authorization: bool = True):
+        super().__init__(host_allowed=endpoints.host_allowed if custom else None)
         self._custom = custom
         self._send_authorization = send_authorization
 

@@ -1,18 +1,16 @@
-import json
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
-import openai
 import pytest
 from django.utils import timezone
-from openai.types.chat import ChatCompletion
 
+from automation import tools
 from automation.models import AgentRun, FollowUp
 from automation.services import follow_ups, recovery, runs, settlement
 from automation.services.execution import execute_run
 from automation.states import FollowUpStatus, InvalidTransition, RunSource, RunStatus
 from tests.factories import AgentRunFactory, FollowUpFactory, MessageFactory
 from tests.support.concurrency import run_concurrently
+from tests.support.model_stub import ModelStub, Reply, completion, tool_call
 from tests.support.services import require_postgres
 
 START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -101,41 +99,26 @@ def test_an_inbound_reply_cancels_the_follow_up_naming_the_message(roster, clock
     assert not AgentRun.objects.filter(source=RunSource.FOLLOW_UP).exists()
 
 
-class FakeOpenAI:
-    """The SDK client, answering first with a schedule_follow_up call, then with a reply."""
-
-    requests: list = []
-
-    def __init__(self, **kwargs):
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
-
-    def create(self, **request):
-        FakeOpenAI.requests.append(request)
-        if len(FakeOpenAI.requests) == 1:
-            arguments = {
-                "delay_seconds": 3600,
-                "continuation_prompt": "Ask again",
-                "stop_conditions": [{"type": "reply_received"}],
-            }
-            message = {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "schedule_follow_up", "arguments": json.dumps(arguments)}}
-            ]}  # fmt: skip
-        else:
-            message = {"role": "assistant", "content": "I will check back in an hour."}
-        return ChatCompletion.model_validate(
-            {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-             "choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
-        )  # fmt: skip
-
-
 @pytest.mark.sqlite
-def test_the_openai_runtime_schedules_through_tool_calling(roster, monkeypatch):
-    monkeypatch.setattr(openai, "OpenAI", FakeOpenAI)
-    FakeOpenAI.requests = []
-    roster.agent.runtime, roster.agent.runtime_config = "openai", {"model": "m"}
+def test_the_openai_runtime_schedules_through_tool_calling(roster, settings):
+    stub = ModelStub().start()
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url}}
+    arguments = {
+        "delay_seconds": 3600,
+        "continuation_prompt": "Ask again",
+        "stop_conditions": [{"type": "reply_received"}],
+    }
+    stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", arguments)])),
+        Reply(body=completion("I will check back in an hour.")),
+    ]
+    roster.agent.runtime, roster.agent.runtime_config = "openai", {"endpoint": "stub", "model": "m"}
     roster.agent.save()
-    run = run_script(roster, "Quote sent; follow up if they stay silent.")
-    assert FakeOpenAI.requests[0]["tools"][0]["function"]["name"] == "schedule_follow_up"
+    try:
+        run = run_script(roster, "Quote sent; follow up if they stay silent.")
+    finally:
+        stub.stop()
+    assert stub.requests[0]["body"]["tools"][0]["function"]["name"] == "schedule_follow_up"
     follow_up = FollowUp.objects.get()
     assert (follow_up.previous_run_id, follow_up.continuation_prompt) == (run.pk, "Ask again")
     assert run.thread.messages.filter(role="assistant", content="I will check back in an hour.").exists()
@@ -155,7 +138,7 @@ def test_capability_off_the_call_is_refused_and_nothing_is_stored(roster):
 @pytest.mark.parametrize("switch", ["org", "agent"])
 def test_capability_turned_off_during_the_run_refuses_with_the_reason(roster, switch):
     lease = running_lease(roster)
-    (tool,) = follow_ups.tools_for_run(run=lease.run, lease_token=lease.token)
+    (tool,) = tools.tools_for_run(run=lease.run, lease_token=lease.token)
     target = roster.org if switch == "org" else roster.agent
     target.automations_enabled = target.self_reschedule_enabled = False
     target.save()
