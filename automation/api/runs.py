@@ -46,7 +46,7 @@ class AgentRunSerializer(serializers.ModelSerializer):
             "context_type", "context_key", "provider", "provider_context", "input_snapshot", "metadata",
             "created_at", "not_before", "scheduled_for", "dispatched_at", "started_at", "heartbeat_at",
             "completed_at", "cancelled_at", "waiting_reason", "lease_owner", "lease_expires_at", "attempt",
-            "last_error",
+            "last_error", "input_tokens", "output_tokens", "cost",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -59,7 +59,7 @@ _COLUMNS = [name for name in AgentRunSerializer.Meta.fields if name not in _JOIN
 _FORMATTED = {
     name: field.to_representation
     for name, field in AgentRunSerializer().fields.items()
-    if isinstance(field, serializers.DateTimeField | serializers.UUIDField)
+    if isinstance(field, serializers.DateTimeField | serializers.UUIDField | serializers.DecimalField)
 }
 
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from agentpress.orgs.permissions import Access
-from automation import cadence, selectors
+from automation import cadence, selectors, tools
 from automation.models import Schedule
 from automation.services import budgets
 from automation.services import capacity as capacity_services
@@ -94,7 +94,9 @@ def capabilities_page(request, access: Access, agent_id: int):
         else:
             agent.scheduled_runs_enabled = request.POST.get("scheduled_runs_enabled") == "on"
             agent.self_reschedule_enabled = request.POST.get("self_reschedule_enabled") == "on"
-            agent.save(update_fields=["scheduled_runs_enabled", "self_reschedule_enabled"])
+            chosen = set(request.POST.getlist("tools"))
+            agent.tools = [name for name in tools.OPTIONAL_TOOLS if name in chosen]
+            agent.save(update_fields=["scheduled_runs_enabled", "self_reschedule_enabled", "tools"])
             messages.success(request, "Capabilities saved.")
         return redirect(_capabilities_url(access, agent))
     return _capabilities(request, access, agent, limits_form)
@@ -111,6 +113,7 @@ def _capabilities(request, access: Access, agent, limits_form, status=200):
         "limits_form": limits_form,
         "capacity": capacity_services.agent_capacities([agent])[agent.pk],
         "usage_today": budgets.usage_since(start, agent_id=agent.pk),
+        "tool_choices": [(spec, spec.name in tools.enabled_tools(agent)) for spec in tools.REGISTRY.values()],
     }
     return render(request, "agents/capabilities.html", context, status=status)
 

@@ -1,4 +1,5 @@
-"""The conversation page of a thread: its messages in order and the runs that wrote them."""
+"""The conversation page of a thread: its messages in order, the runs that wrote them, and
+what those runs did (model calls with tokens and latency, tool calls and suppressed sends)."""
 
 from django.http import Http404
 from django.shortcuts import render
@@ -6,6 +7,7 @@ from django.shortcuts import render
 from agentpress.agents.models import Thread
 from agentpress.orgs.permissions import Access
 from automation import selectors
+from automation.models import ModelCall, ToolCall
 from monitor.access import console_view
 
 
@@ -26,6 +28,12 @@ def thread_page(request, access: Access, thread_id: int):
         thread.messages.select_related("author", "run", "run__run_as").order_by("created_at", "id")
     )
     runs = list(selectors.runs_list(access).filter(thread=thread).order_by("created_at"))
+    visible = [run.pk for run in runs]
+    activity = sorted(
+        [("model_call", c) for c in ModelCall.objects.filter(run_id__in=visible)]
+        + [("tool_call", c) for c in ToolCall.objects.filter(run_id__in=visible)],
+        key=lambda item: (item[1].created_at, item[1].pk),
+    )
     return render(
         request,
         "monitor/thread.html",
@@ -35,6 +43,7 @@ def thread_page(request, access: Access, thread_id: int):
             "thread": thread,
             "thread_messages": messages,
             "runs": runs,
-            "visible_run_ids": {run.pk for run in runs},
+            "visible_run_ids": set(visible),
+            "activity": activity,
         },
     )

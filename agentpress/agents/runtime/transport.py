@@ -135,7 +135,7 @@ class GuardedBackend(httpcore2.NetworkBackend):
                 reason = endpoints.address_refusal(address)
                 if reason:
                     raise AddressRefused(
-                        f"The custom model endpoint {host!r} is refused: it resolves to {reason}."
+                        f"The tenant-supplied host {host!r} is refused: it resolves to {reason}."
                     )
             target = addresses[0]
         stream = self._inner.connect_tcp(target, port, timeout, local_address, socket_options)

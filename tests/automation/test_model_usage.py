@@ -1,0 +1,134 @@
+"""Usage and cost per model call and per run, and the SDK's retries (issue 17 items 1 and 4),
+against a local OpenAI-compatible HTTP server."""
+
+from decimal import Decimal
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from automation.models import ModelCall
+from automation.services import runs
+from automation.services.execution import execute_run
+from automation.states import RunSource, RunStatus
+from tests.factories import AgentFactory
+from tests.support.model_stub import ModelStub, Reply, completion, tool_call
+
+KEY = "sk-operator-1234567890abcdef"
+
+
+@pytest.fixture
+def stub():
+    server = ModelStub().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def endpoint(settings, stub, monkeypatch):
+    monkeypatch.setenv("STUB_MODEL_KEY", KEY)
+    settings.AUTOMATION_MODEL_ENDPOINTS = {
+        "stub": {
+            "base_url": stub.url,
+            "api_key_env": "STUB_MODEL_KEY",
+            "input_price_per_million": 2,
+            "output_price_per_million": 10,
+            "max_retries": 2,
+        }
+    }
+    return "stub"
+
+
+def run_agent(roster, agent, prompt="Help the customer"):
+    run = runs.run_create(agent=agent, run_as=roster.owner, source=RunSource.MANUAL, prompt=prompt)
+    execute_run(run_id=run.pk, worker="w1")
+    run.refresh_from_db()
+    return run
+
+
+def openai_agent(roster, endpoint):
+    return AgentFactory(
+        organization=roster.org, runtime="openai", runtime_config={"endpoint": endpoint, "model": "gpt-stub"}
+    )
+
+
+def test_each_call_is_a_row_with_usage_and_cost_and_the_run_carries_the_totals(roster, endpoint, stub):
+    stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", {"delay_seconds": 7200, "continuation_prompt": "check"})],
+                              prompt_tokens=1000, completion_tokens=50, cached_tokens=200)),
+        Reply(body=completion("All done.", prompt_tokens=1200, completion_tokens=30)),
+    ]  # fmt: skip
+    run = run_agent(roster, openai_agent(roster, endpoint))
+    assert run.status == RunStatus.COMPLETED
+    calls = list(ModelCall.objects.filter(run=run).order_by("created_at", "id"))
+    assert [(c.endpoint, c.model, c.outcome, c.input_tokens, c.output_tokens) for c in calls] == [
+        ("stub", "gpt-stub", "ok", 1000, 50),
+        ("stub", "gpt-stub", "ok", 1200, 30),
+    ]
+    assert calls[0].cached_tokens == 200 and calls[0].status_code == 200
+    # 1000 × 2/M + 50 × 10/M = 0.0025 ; 1200 × 2/M + 30 × 10/M = 0.0027
+    assert [c.cost for c in calls] == [Decimal("0.002500"), Decimal("0.002700")]
+    assert (run.input_tokens, run.output_tokens, run.cost) == (2200, 80, Decimal("0.005200"))
+
+
+def test_retries_are_the_sdks_and_each_attempt_is_a_row(roster, endpoint, stub):
+    stub.replies = [
+        Reply(status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "1"}),
+        Reply(status=500, body={"error": {"message": "boom"}}),
+        Reply(body=completion("Recovered.")),
+    ]
+    run = run_agent(roster, openai_agent(roster, endpoint))
+    assert run.status == RunStatus.COMPLETED
+    rows = list(ModelCall.objects.filter(run=run).values_list("attempt", "outcome", "status_code"))
+    assert rows == [(1, "retried", 429), (2, "retried", 500), (3, "ok", 200)]
+    assert [r["headers"]["x-stainless-retry-count"] for r in stub.requests] == ["0", "1", "2"]
+
+
+def test_after_the_last_attempt_the_run_fails_naming_endpoint_and_status_never_the_key(
+    roster, endpoint, stub
+):
+    stub.replies = [Reply(status=503, body={"error": {"message": f"overloaded (key {KEY})"}})] * 3
+    run = run_agent(roster, openai_agent(roster, endpoint))
+    assert run.status == RunStatus.FAILED
+    assert run.last_error.startswith(
+        "The model endpoint 'stub' answered HTTP 503 after 3 attempts: overloaded"
+    )
+    assert KEY not in run.last_error
+    assert list(ModelCall.objects.filter(run=run).values_list("outcome", flat=True)) == [
+        "retried",
+        "retried",
+        "error",
+    ]
+
+
+def test_the_scripted_runtime_reports_a_deterministic_usage(roster, settings):
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"priced": {"base_url": "http://127.0.0.1:1/v1", "input_price_per_million": 1_000_000, "output_price_per_million": 2_000_000}}  # fmt: skip
+    agent = AgentFactory(
+        organization=roster.org, instructions="Be brief", runtime_config={"endpoint": "priced"}
+    )
+    run = run_agent(roster, agent, prompt="!reply Hello there friend")
+    (call,) = ModelCall.objects.filter(run=run)
+    # input: "Be brief" (2) + the prompt (4 words); output: "Hello there friend" (3)
+    assert (call.endpoint, call.model, call.input_tokens, call.output_tokens) == ("priced", "scripted", 6, 3)
+    assert call.cost == Decimal(6 * 1 + 3 * 2)
+    assert (run.input_tokens, run.output_tokens, run.cost) == (6, 3, Decimal(12))
+
+
+def test_usage_is_in_the_api_the_detail_panel_the_runs_table_and_metrics(client, roster):
+    run = run_agent(roster, roster.agent, prompt="!reply one two three")
+    client.force_login(roster.owner)
+    detail = client.get(f"/api/orgs/acme/agent-runs/{run.pk}").json()
+    assert (detail["inputTokens"], detail["outputTokens"], detail["cost"]) == (4, 3, "0.000000")
+    listed = client.get("/api/orgs/acme/agent-runs").json()["results"][0]
+    assert (listed["inputTokens"], listed["outputTokens"]) == (4, 3)
+    page = client.get(f"/orgs/acme/agents/monitor/automation-runs/{run.pk}/").content.decode()
+    assert "4 in / 3 out" in page
+    table = client.get("/orgs/acme/agents/monitor/automation-runs/").content.decode()
+    assert "Tokens / cost" in table and '<td class="run-usage">7 · 0.0000</td>' in table
+    scraped = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+    }
+    labels = (("agent", str(roster.agent.pk)), ("kind", "input"), ("model", "scripted"), ("org", "acme"))
+    assert samples[("automation_model_tokens_total", labels)] >= 4
