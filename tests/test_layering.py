@@ -29,6 +29,7 @@ LAYERS = {
     # transitions of a run and the named hot statements
     "automation.services.runs": 3,
     "automation.services.audit": 3,
+    "automation.services.usage": 3,
     "automation.queries": 3,
     "automation.services.admission": 3,
     "automation.services.budgets": 3,
@@ -40,6 +41,7 @@ LAYERS = {
     "automation.services.rate_limits": 4,
     "automation.services.retention": 4,
     "automation.services.wakeups": 4,
+    "automation.services.tool_calls": 4,
     # settling a run's end
     "automation.services.settlement": 5,
     "automation.services.limits": 5,
