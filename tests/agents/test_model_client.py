@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, endpoints, get_runtime
 from agentpress.agents.runtime.openai_runtime import client_for
 from automation.models import AgentRun
-from automation.services import runs
+from automation.services import runs, settlement
 from automation.states import RunSource, RunStatus
 from tests.factories import AgentFactory
 from tests.support.model_stub import ModelStub, Reply
@@ -78,6 +78,31 @@ def test_cancel_aborts_a_call_that_is_still_waiting(settings, stub):
     assert stub.disconnected.wait(timeout=5), "the connection was closed, not left waiting"
 
 
+def test_cancel_ends_the_wait_before_a_retry(settings, stub):
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url, "max_retries": 2}}
+    stub.replies = [
+        Reply(status=429, body={"error": {"message": "later"}}, headers={"Retry-After": str(SLOW - 1)})
+    ]
+    cancel = threading.Event()
+    reported, outcome = [], []
+    run = invocation(cancel)
+    run.report_model_call = reported.append
+
+    def call():
+        try:
+            get_runtime("openai").invoke(run)
+        except RunCancelled:
+            outcome.append("stopped")
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    wait_until(lambda: stub.requests, message="the first attempt was answered")
+    cancel.set()
+    worker.join(timeout=django_settings.AUTOMATION_LEASE_TTL_SECONDS / 4 + 5)
+    assert outcome == ["stopped"] and len(stub.requests) == 1
+    assert [(r.outcome, r.error) for r in reported] == [("error", "cancelled")]
+
+
 @pytest.mark.parametrize("how", ["cancelled", "recovered"])
 def test_a_lost_run_stops_its_model_call_on_the_worker(roster, worker_pool, stub, how):
     lease_ttl = 2
@@ -90,9 +115,9 @@ def test_a_lost_run_stops_its_model_call_on_the_worker(roster, worker_pool, stub
     run = runs.run_create(agent=agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="hi")
     wait_until(lambda: stub.requests, message="the model call is in flight")
     if how == "cancelled":
-        runs.cancel_run(run_id=run.pk, reason="test")
+        settlement.cancel_run(run_id=run.pk, reason="test")
     else:
-        runs.interrupt_run(run_id=run.pk, error="lease expired (test)")
+        settlement.interrupt_run(run_id=run.pk, error="lease expired (test)")
     # one heartbeat interval to notice, one read slice to stop, plus room for a loaded machine
     bound = lease_ttl / 4 * 2 + 10
     wait_until(

@@ -60,8 +60,8 @@ def client_for(endpoint: endpoints.Endpoint) -> ModelClient:
         client = _clients.get(key)
         if client is None:
             if endpoint.custom and sum(1 for k in _clients if k[0] == endpoints.CUSTOM) >= MAX_CUSTOM_CLIENTS:
-                oldest = next(k for k in _clients if k[0] == endpoints.CUSTOM)
-                _clients.pop(oldest).close()
+                # dropped, not closed: a run may still be using it; it closes when released
+                _clients.pop(next(k for k in _clients if k[0] == endpoints.CUSTOM))
             client = ModelClient(
                 base_url=endpoint.base_url,
                 # never empty: the SDK would fill an empty key from the platform's environment
