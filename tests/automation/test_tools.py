@@ -235,3 +235,23 @@ def test_the_thread_page_shows_model_calls_tool_calls_and_suppressed_sends_in_or
     assert "scripted / scripted</span>, attempt 1: OK" in page and "7 tokens in, 3 out" in page
     assert "Tool call: send_reply" in page and "<strong>Refused</strong>" in page and "On it" in page
     assert "10.0.0.1 is a private network address" in page
+
+
+def test_a_member_sees_the_calls_of_their_own_runs_only(client, roster):
+    mine = runs.run_create(
+        agent=roster.agent, run_as=roster.member, source=RunSource.MANUAL, prompt="!reply mine"
+    )
+    execute(mine)
+    theirs = runs.run_create(
+        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!reply owner secret plan",
+        thread=mine.thread,
+    )  # fmt: skip
+    execute(theirs)
+    ToolCall.objects.create(
+        run=theirs, organization=roster.org, tool="send_reply", idempotency_key="owner-1",
+        arguments={"text": "owner-only text"}, outcome="done", result={"ok": True},
+    )  # fmt: skip
+    client.force_login(roster.member)
+    page = client.get(f"/orgs/acme/threads/{mine.thread_id}/").content.decode()
+    assert f'id="model-call-{mine.model_calls.get().pk}"' in page
+    assert f'id="model-call-{theirs.model_calls.get().pk}"' not in page and "owner-only text" not in page
