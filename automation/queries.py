@@ -230,18 +230,21 @@ def count_repeated_delivery(*, action_id, event_id: str):
     return next(iter(rows), None)
 
 
-def context_state(*, agent_id, context_type: str, context_key: str) -> tuple[object, int | None]:
-    """In one query: the oldest active run on the context (its id, or ``None``) and the
-    latest thread of the agent on it (its id, or ``None`` for a new context)."""
+def context_state(*, agent_id, run_as_id, context_type: str, context_key: str) -> tuple[object, int | None]:
+    """In one query: the oldest active run on the context of one run-as user (its id, or
+    ``None``) and that user's latest thread of the agent on it (its id, or ``None`` for a new
+    context). A context is one user's work (``automation.scope``)."""
     if not context_key:
         return None, None
+    key = [agent_id, run_as_id, context_type, context_key]
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT (SELECT id FROM agent_runs WHERE agent_id = %s AND context_type = %s AND context_key = %s"
-            f"  AND status IN ({', '.join(['%s'] * len(RUN_ACTIVE))}) ORDER BY created_at LIMIT 1),"
-            " (SELECT id FROM agents_thread WHERE agent_id = %s AND context_type = %s AND context_key = %s"
-            "  ORDER BY created_at DESC, id DESC LIMIT 1)",
-            [agent_id, context_type, context_key, *RUN_ACTIVE, agent_id, context_type, context_key],
+            "SELECT (SELECT id FROM agent_runs WHERE agent_id = %s AND run_as_id = %s AND context_type = %s"
+            f"  AND context_key = %s AND status IN ({', '.join(['%s'] * len(RUN_ACTIVE))})"
+            "  ORDER BY created_at LIMIT 1),"
+            " (SELECT id FROM agents_thread WHERE agent_id = %s AND run_as_id = %s AND context_type = %s"
+            "  AND context_key = %s ORDER BY created_at DESC, id DESC LIMIT 1)",
+            [*key, *RUN_ACTIVE, *key],
         )
         active_id, thread_id = cursor.fetchone()
     if active_id is not None and connection.vendor != "postgresql":

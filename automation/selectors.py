@@ -1,21 +1,16 @@
 """Read-side queries for the monitor and the API, with the permission scope applied once.
 
 Owners and admins see the org; members with ``actions:manage`` see only rows whose
-``run_as`` is themselves (DESIGN §8).
+``run_as`` is themselves (DESIGN §8); the rule is ``scope.scoped`` (automation/scope.py).
 """
 
 from django.db.models import Count, QuerySet
 
 from agentpress.orgs.permissions import Access
 from automation.models import Action, AgentRun, FollowUp, ProviderEvent, Schedule
+from automation.scope import scoped as _scoped
+from automation.scope import threads_for as threads_for
 from automation.states import FOLLOW_UP_ACTIVE, RunStatus
-
-
-def _scoped(qs: QuerySet, access: Access, run_as_field: str = "run_as") -> QuerySet:
-    qs = qs.filter(organization=access.organization)
-    if not access.org_wide:
-        qs = qs.filter(**{run_as_field: access.user})
-    return qs
 
 
 def runs_for(access: Access) -> QuerySet[AgentRun]:

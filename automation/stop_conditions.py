@@ -97,11 +97,13 @@ def _validate_one(item, n: int, scheduled_for: datetime) -> dict:
 
 
 def context_runs(follow_up: FollowUp) -> QuerySet[AgentRun]:
-    """Runs of the follow-up's conversation: its context when it has a key, else its thread."""
+    """Runs of the follow-up's conversation: its context (one run-as user's, see
+    ``automation.scope``) when it has a key, else its thread."""
     if follow_up.context_key:
         return AgentRun.objects.filter(
             organization_id=follow_up.organization_id,
             agent_id=follow_up.agent_id,
+            run_as_id=follow_up.run_as_id,
             context_type=follow_up.context_type,
             context_key=follow_up.context_key,
         )

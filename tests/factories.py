@@ -54,6 +54,7 @@ class ThreadFactory(factory.django.DjangoModelFactory):
     agent = factory.SubFactory(AgentFactory)
     organization = factory.SelfAttribute("agent.organization")
     title = factory.Sequence(lambda n: f"Thread {n}")
+    run_as = factory.SubFactory("tests.factories.UserFactory")
 
 
 class MessageFactory(factory.django.DjangoModelFactory):
@@ -76,7 +77,9 @@ class AgentRunFactory(factory.django.DjangoModelFactory):
     run_as = factory.SubFactory(UserFactory)
     source = RunSource.MANUAL
     status = RunStatus.PENDING
-    thread = factory.SubFactory(ThreadFactory, agent=factory.SelfAttribute("..agent"))
+    thread = factory.SubFactory(
+        ThreadFactory, agent=factory.SelfAttribute("..agent"), run_as=factory.SelfAttribute("..run_as")
+    )
     input_snapshot = factory.LazyFunction(lambda: {"prompt": "!reply hi"})
 
 

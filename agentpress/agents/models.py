@@ -46,6 +46,12 @@ class Thread(models.Model):
     title = models.CharField(max_length=300, blank=True)
     context_type = models.CharField(max_length=64, blank=True)
     context_key = models.CharField(max_length=255, blank=True)
+    # Whose work this conversation is: every run, follow-up and inbound event on it runs as
+    # this user, and a member reads only their own threads (automation/scope.py). Empty for
+    # a thread made outside automation work: only owners and admins read it, nothing joins it.
+    run_as = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

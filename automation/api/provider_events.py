@@ -11,11 +11,11 @@ from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
 from agentpress.orgs.models import Membership
-from automation import selectors
+from automation import scope, selectors
 from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, parse_uuid
 from automation.models import Action, ProviderEvent
 from automation.services import provider_events as event_services
-from automation.states import ProviderEventStatus
+from automation.states import ProviderEventStatus, RunSource
 
 
 class ProviderEventSerializer(serializers.ModelSerializer):
@@ -76,6 +76,9 @@ class ActionSerializer(serializers.ModelSerializer):
     agent_id = serializers.IntegerField()
     run_as_id = serializers.IntegerField(required=False)
     hook_url = serializers.SerializerMethodField()
+    blocked_reason = serializers.SerializerMethodField(
+        help_text="Why deliveries start nothing while its run-as user may not run work; empty otherwise."
+    )
     debounce_seconds = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=settings.AUTOMATION_DEBOUNCE_MAX_DELAY_SECONDS
     )
@@ -84,12 +87,21 @@ class ActionSerializer(serializers.ModelSerializer):
         model = Action
         fields = [
             "id", "agent_id", "run_as_id", "name", "provider", "enabled", "instructions", "context_type",
-            "context_key_pointer", "debounce_seconds", "hook_url", "created_at",
+            "context_key_pointer", "debounce_seconds", "hook_url", "blocked_reason", "created_at",
         ]  # fmt: skip
-        read_only_fields = ["id", "hook_url", "created_at"]
+        read_only_fields = ["id", "hook_url", "blocked_reason", "created_at"]
 
     def get_hook_url(self, action) -> str:
         return self.context["request"].build_absolute_uri(reverse("action-hook", args=[action.pk]))
+
+    def get_blocked_reason(self, action) -> str:
+        refusals = self.context.get("refusals") or scope.run_as_refusals([action])
+        return refusals[(action.organization_id, action.run_as_id)]
+
+    def validate_context_type(self, value):
+        if refusal := scope.context_refusal(source=RunSource.PROVIDER_EVENT, context_type=value):
+            raise serializers.ValidationError(refusal)
+        return value
 
     def validate_context_key_pointer(self, value):
         if value and not value.startswith("/"):
@@ -133,8 +145,10 @@ class ActionListView(OrgScopedView):
         responses=ActionSerializer(many=True),
     )
     def get(self, request, org_slug):
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        page = self.paginate_queryset(self.get_queryset().select_related("organization", "run_as"))
+        refusals = scope.run_as_refusals(page)
+        context = {**self.get_serializer_context(), "refusals": refusals}
+        return self.get_paginated_response(ActionSerializer(page, many=True, context=context).data)
 
     @extend_schema(
         operation_id="actions_create",

@@ -9,9 +9,8 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
-from agentpress.agents.models import Agent, Thread
-from agentpress.orgs.models import Membership
-from automation import selectors
+from agentpress.agents.models import Agent
+from automation import scope, selectors
 from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict, parse_uuid
 from automation.models import AgentRun, RunEvent
 from automation.services import admission
@@ -107,16 +106,24 @@ class ManualRunSerializer(serializers.Serializer):
         run_as_id = data.get("run_as_id", access.user.pk)
         if run_as_id != access.user.pk and not access.org_wide:
             raise exceptions.PermissionDenied("Members may only start runs that run as themselves.")
-        if not Membership.objects.filter(organization=org, user_id=run_as_id).exists():
+        run_as = get_user_model().objects.filter(memberships__organization=org, pk=run_as_id).first()
+        if run_as is None:
             raise serializers.ValidationError({"run_as_id": ["Not a member of this organization."]})
-        data["run_as"] = get_user_model().objects.get(pk=run_as_id)
+        if refusal := scope.run_as_refusal(organization=org, user=run_as):
+            raise serializers.ValidationError({"run_as_id": [refusal]})
+        data["run_as"] = run_as
         if "thread_id" in data:
-            thread = Thread.objects.filter(organization=org, agent=agent, pk=data["thread_id"]).first()
+            # another user's thread answers as if it did not exist (scope.work_thread)
+            thread = scope.work_thread(agent=agent, run_as=run_as, thread_id=data["thread_id"])
             if thread is None:
-                raise serializers.ValidationError({"thread_id": ["No such thread of this agent."]})
+                raise serializers.ValidationError(
+                    {"thread_id": ["No such thread of this agent that runs as the run-as user."]}
+                )
             data["thread"] = thread
         if data["context_key"] and not data["context_type"]:
             raise serializers.ValidationError({"context_type": ["Required when contextKey is given."]})
+        if refusal := scope.context_refusal(source=RunSource.MANUAL, context_type=data["context_type"]):
+            raise serializers.ValidationError({"context_type": [refusal]})
         return data
 
 
@@ -200,7 +207,10 @@ class AgentRunListView(OrgScopedView):
         request=ManualRunSerializer,
         responses={
             201: AgentRunDetailSerializer,
-            409: conflict("Another run is active in this context (`activeRunId` names it)."),
+            409: conflict(
+                "Another run of the run-as user is active in this context (`activeRunId` names it), "
+                "or the agent is disabled."
+            ),
         },
     )
     def post(self, request, org_slug):
@@ -259,7 +269,11 @@ class AgentRunRetryView(RunObjectView):
         request=None,
         responses={
             201: AgentRunDetailSerializer,
-            409: conflict("The run cannot be retried now (or its context is busy)."),
+            409: conflict(
+                "The run cannot be retried: not failed, interrupted or cancelled, already retried "
+                "(`retryRunId` names the retry), its agent is disabled, its run-as user may no longer "
+                "run work, or its context is busy."
+            ),
         },
     )
     def post(self, request, org_slug, run_id):

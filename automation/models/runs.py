@@ -35,8 +35,9 @@ class AgentRun(models.Model):
     previous_run = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_runs"
     )
+    # At most one retry per run: the unique constraint below is its index.
     retry_of = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries", db_index=False
     )
 
     context_type = models.CharField(max_length=64, blank=True)
@@ -78,11 +79,14 @@ class AgentRun(models.Model):
             models.UniqueConstraint(
                 fields=["schedule", "scheduled_for"], name="agent_runs_one_per_schedule_slot"
             ),
+            # A context is one user's work: two run-as users on the same key never meet
+            # (automation/scope.py, docs/security.md "Tenancy").
             models.UniqueConstraint(
-                fields=["organization", "agent", "context_type", "context_key"],
+                fields=["organization", "agent", "run_as", "context_type", "context_key"],
                 condition=Q(status__in=RUN_ACTIVE) & ~Q(context_key=""),
                 name="agent_runs_one_active_per_context",
             ),
+            models.UniqueConstraint(fields=["retry_of"], name="agent_runs_one_retry_per_run"),
         ]
         indexes = [
             # Lists are ordered by (-created_at, -id): the id in the index spares a sort of the org.

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole
-from automation import follow_up_requests, stop_conditions
+from automation import follow_up_requests, scope, stop_conditions
 from automation.follow_up_requests import Refused
 from automation.models import AgentRun, FollowUp
 from automation.services.audit import audit_record
@@ -139,6 +139,7 @@ def _context_follow_ups(follow_up: FollowUp):
         return FollowUp.objects.filter(
             organization_id=follow_up.organization_id,
             agent_id=follow_up.agent_id,
+            run_as_id=follow_up.run_as_id,
             context_type=follow_up.context_type,
             context_key=follow_up.context_key,
         )
@@ -233,7 +234,9 @@ def _wait_retry() -> timedelta:
 
 
 def _fire(follow_up: FollowUp, *, now: datetime) -> str:
-    refusal = follow_up_requests.capability_refusal(follow_up.organization, follow_up.agent)
+    refusal = follow_up_requests.capability_refusal(
+        follow_up.organization, follow_up.agent
+    ) or scope.run_as_refusal(organization=follow_up.organization, user=follow_up.run_as)
     if refusal:
         _cancel(follow_up, reason=f"Not run: {refusal}")
         return "cancelled"

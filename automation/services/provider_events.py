@@ -4,9 +4,15 @@ defer what arrives while the context is busy, and start the deferred events toge
 Invariants and what guards them:
 - one row per (action, event id): the unique constraint ``provider_events_unique_delivery``;
   a repeat only counts the delivery.
+- a context is one run-as user's work (``automation.scope``): the active-run lookup, the
+  deferral, the drain, the context lock and thread reuse all key on (agent, the action's
+  run-as user, context type, context key), so one user's events never wait behind, join or
+  land in another user's run or thread.
 - one active run per context: the partial unique index ``agent_runs_one_active_per_context``;
   ``runs.run_create`` raises ``ContextBusy`` when it refuses the row, and the event is then
   deferred behind the winner.
+- events coalesce only with events of the same action (same run-as user and instructions);
+  the drain starts the first action's events and queues each other action's behind it.
 - nothing deferred is stranded: deferring behind a run and draining that run take the same
   transaction-scoped lock on the context, so an event is either seen by the drain of the run
   it waits for or finds that run already ended and goes round again. The recovery sweep
@@ -25,7 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole, Thread
-from automation import queries
+from automation import queries, scope
 from automation.models import Action, AgentRun, ProviderEvent
 from automation.services import admission, runs
 from automation.states import RUN_ACTIVE, RUN_TERMINAL, ProviderEventStatus, RunSource, RunStatus
@@ -109,12 +115,17 @@ def _is_repeat(exc: IntegrityError) -> bool:
 
 
 def _gate(action: Action) -> str:
+    """Why a delivery to ``action`` starts nothing now, or an empty string."""
     if not action.organization.automations_enabled:
         return "The organization's automations are turned off."
     if not action.enabled:
         return "The action is disabled."
     if not action.agent.enabled:
         return "The agent is disabled."
+    if refusal := scope.context_refusal(source=RunSource.PROVIDER_EVENT, context_type=action.context_type):
+        return refusal
+    if refusal := scope.run_as_refusal(organization=action.organization, user=action.run_as):
+        return f"The action runs as a user who may not run work: {refusal}"
     return ""
 
 
@@ -123,7 +134,10 @@ def _route(row: ProviderEvent, action: Action, event: InboundEvent) -> None:
     look and the deferral sends the event round again instead of leaving it behind."""
     for _ in range(ROUTE_ATTEMPTS):
         active_id, thread_id = queries.context_state(
-            agent_id=action.agent_id, context_type=row.context_type, context_key=row.context_key
+            agent_id=action.agent_id,
+            run_as_id=action.run_as_id,
+            context_type=row.context_type,
+            context_key=row.context_key,
         )
         if active_id is None:
             run = _start_single(row, action, event, thread_id=thread_id)
@@ -132,7 +146,10 @@ def _route(row: ProviderEvent, action: Action, event: InboundEvent) -> None:
                 return
             # another delivery won the partial unique index
             active = runs.find_active_run(
-                agent_id=action.agent_id, context_type=row.context_type, context_key=row.context_key
+                agent_id=action.agent_id,
+                run_as_id=action.run_as_id,
+                context_type=row.context_type,
+                context_key=row.context_key,
             )
             if active is None:
                 continue
@@ -154,7 +171,11 @@ def _start_single(row: ProviderEvent, action: Action, event: InboundEvent, *, th
     now = timezone.now()
     debounce = action.debounce_seconds or 0
     not_before = now + timedelta(seconds=debounce) if debounce else None
-    thread = Thread(pk=thread_id) if thread_id else _new_thread(action, row.context_type, row.context_key)
+    thread = (
+        Thread(pk=thread_id, run_as_id=action.run_as_id)  # context_state looked up this user's thread
+        if thread_id
+        else _new_thread(action, row.context_type, row.context_key)
+    )
     if thread_id:
         thread._state.adding = False
     new = runs.run_build(
@@ -200,7 +221,7 @@ def _join_debounced(row: ProviderEvent, action: Action, event: InboundEvent, act
     AgentRun.objects.filter(pk=run.pk, status=RunStatus.PENDING).update(
         input_snapshot=snapshot, not_before=not_before, waiting_reason=admission.debounced_reason(not_before)
     )
-    _write_message(row, event, run.thread or _thread_for(action, row.context_type, row.context_key))
+    _write_message(row, event, _thread_of(run, action))
     _settle(row, ProviderEventStatus.COALESCED, run=run)
     runs.record_event(run.pk, "event_coalesced", event_id=row.event_id, not_before=not_before.isoformat())
     return True
@@ -208,11 +229,10 @@ def _join_debounced(row: ProviderEvent, action: Action, event: InboundEvent, act
 
 def _defer_behind(row: ProviderEvent, action: Action, event: InboundEvent, active: AgentRun) -> bool:
     """Wait behind ``active`` if it is still active once the context lock is held."""
-    _lock_context(active.agent_id, active.context_type, active.context_key)
+    _lock_context(active.agent_id, active.run_as_id, active.context_type, active.context_key)
     if not AgentRun.objects.filter(pk=active.pk, status__in=RUN_ACTIVE).exists():
         return False
-    thread = active.thread or _thread_for(action, row.context_type, row.context_key)
-    _write_message(row, event, thread)
+    _write_message(row, event, _thread_of(active, action))
     _settle(
         row, ProviderEventStatus.DEFERRED, deferred_behind=active, reason=admission.deferred_reason(active.pk)
     )
@@ -221,12 +241,13 @@ def _defer_behind(row: ProviderEvent, action: Action, event: InboundEvent, activ
 
 
 def drain_deferred_events(*, run: AgentRun) -> AgentRun | None:
-    """Start ONE run for every event deferred behind ``run``, which just reached a terminal
-    status (called inside that transaction). The events become ``coalesced`` into the new run,
-    which continues the same thread and is sent to a worker on commit."""
+    """Start the events deferred behind ``run``, which just reached a terminal status (called
+    inside that transaction). The first action's events become ``coalesced`` into ONE new run,
+    which continues the same thread and is sent to a worker on commit; the events of any
+    other action wait behind that run and start when it ends (``_start_together``)."""
     if not run.context_key:
         return None
-    _lock_context(run.agent_id, run.context_type, run.context_key)
+    _lock_context(run.agent_id, run.run_as_id, run.context_type, run.context_key)
     events = list(
         ProviderEvent.objects.filter(deferred_behind=run, status=ProviderEventStatus.DEFERRED)
         .select_related("action__organization", "action__agent", "action__run_as")
@@ -240,25 +261,32 @@ def drain_deferred_events(*, run: AgentRun) -> AgentRun | None:
 def _start_together(
     events: list[ProviderEvent], *, thread: Thread | None, previous_run: AgentRun | None
 ) -> AgentRun | None:
+    """One run for the events (in arrival order) of the first one's action, under that
+    action's run-as user and instructions. Each other action's events wait behind the new
+    run, so they start in turn under their own action; nothing is dropped."""
     action = events[0].action
+    batch = [row for row in events if row.action_id == action.pk]
+    rest = [row for row in events if row.action_id != action.pk]
     context_type, context_key = events[0].context_type, events[0].context_key
     reason = _gate(action)
     if reason:
-        for row in events:
+        for row in batch:
             _settle(row, ProviderEventStatus.IGNORED, reason=f"Was deferred; not started: {reason}")
-        return None
-    event_ids = [row.event_id for row in events]
+        return _start_together(rest, thread=thread, previous_run=previous_run) if rest else None
+    if thread is not None and thread.run_as_id != action.run_as_id:
+        thread = None  # the action now runs as someone else: their own conversation
+    event_ids = [row.event_id for row in batch]
     try:
         with transaction.atomic():
             run = runs.run_create(
                 agent=action.agent,
                 run_as=action.run_as,
                 source=RunSource.PROVIDER_EVENT,
-                prompt=_prompt(action, len(events)),
+                prompt=_prompt(action, len(batch)),
                 thread=thread or _thread_for(action, context_type, context_key),
                 context_type=context_type,
                 context_key=context_key,
-                input_extra={"events": [row.payload for row in events], "event_ids": event_ids},
+                input_extra={"events": [row.payload for row in batch], "event_ids": event_ids},
                 action=action,
                 provider=action.provider,
                 provider_context={"eventIds": event_ids},
@@ -274,12 +302,17 @@ def _start_together(
                 reason=admission.deferred_reason(busy.active_run.pk) if busy.active_run else "",
             )
         return None
-    for row in events:
+    for row in batch:
         _settle(row, ProviderEventStatus.COALESCED, run=run, deferred_behind=row.deferred_behind)
     runs.record_event(run.pk, "events_coalesced", event_ids=event_ids)
+    for row in rest:
+        _settle(
+            row, ProviderEventStatus.DEFERRED, deferred_behind=run, reason=admission.deferred_reason(run.pk)
+        )
+        runs.record_event(run.pk, "event_deferred", event_id=row.event_id, provider_event_id=row.pk)
     if previous_run is not None:
         runs.record_event(
-            previous_run.pk, "deferred_events_drained", new_run_id=str(run.pk), events=len(events)
+            previous_run.pk, "deferred_events_drained", new_run_id=str(run.pk), events=len(batch)
         )
     return run
 
@@ -291,13 +324,13 @@ def drain_missed_contexts() -> int:
         ProviderEvent.objects.filter(status=ProviderEventStatus.DEFERRED)
         .filter(Q(deferred_behind__isnull=True) | Q(deferred_behind__status__in=RUN_TERMINAL))
         .order_by()
-        .values_list("deferred_behind_id", "agent_id", "context_type", "context_key")
+        .values_list("deferred_behind_id", "agent_id", "action__run_as_id", "context_type", "context_key")
         .distinct()[:SWEEP_BATCH]
     )
     started = 0
-    for behind_id, agent_id, context_type, context_key in list(stranded):
+    for behind_id, agent_id, run_as_id, context_type, context_key in list(stranded):
         with transaction.atomic():
-            _lock_context(agent_id, context_type, context_key)
+            _lock_context(agent_id, run_as_id, context_type, context_key)
             previous = AgentRun.objects.filter(pk=behind_id, status__in=RUN_TERMINAL).first()
             if behind_id is not None and previous is None:
                 continue  # it was drained (or restarted) since we looked
@@ -306,6 +339,7 @@ def drain_missed_contexts() -> int:
                     status=ProviderEventStatus.DEFERRED,
                     deferred_behind_id=behind_id,
                     agent_id=agent_id,
+                    action__run_as_id=run_as_id,
                     context_type=context_type,
                     context_key=context_key,
                 )
@@ -332,12 +366,23 @@ def _settle(row: ProviderEvent, status: str, *, run=None, deferred_behind=None, 
             setattr(row, name, value)
 
 
+def _thread_of(run: AgentRun, action: Action) -> Thread:
+    """The run's thread when it is the action's run-as user's, else theirs for the context."""
+    if run.thread_id is not None and run.thread.run_as_id == action.run_as_id:
+        return run.thread
+    return _thread_for(action, run.context_type, run.context_key)
+
+
 def _thread_for(action: Action, context_type: str, context_key: str) -> Thread:
-    """The latest thread of the agent on this context, or a new one for a new context."""
+    """The latest thread of the agent on this context that is the action's run-as user's,
+    or a new one of theirs for a new context."""
     if context_key:
         latest = (
             Thread.objects.filter(
-                agent_id=action.agent_id, context_type=context_type, context_key=context_key
+                agent_id=action.agent_id,
+                run_as_id=action.run_as_id,
+                context_type=context_type,
+                context_key=context_key,
             )
             .order_by("-created_at", "-id")
             .first()
@@ -358,6 +403,7 @@ def _new_thread(action: Action, context_type: str, context_key: str) -> Thread:
         title=title[:300],
         context_type=context_type,
         context_key=context_key,
+        run_as_id=action.run_as_id,
     )
 
 
@@ -383,13 +429,14 @@ def _prompt(action: Action, count: int) -> str:
     return f"{base}\n\n{count} events arrived together; each is in the conversation above."
 
 
-def _lock_context(agent_id, context_type: str, context_key: str) -> None:
-    """A transaction-scoped lock on one context, taken by deferral and by the drain only;
-    creating runs is left to the partial unique index. SQLite serializes writers anyway."""
+def _lock_context(agent_id, run_as_id, context_type: str, context_key: str) -> None:
+    """A transaction-scoped lock on one context (of one run-as user), taken by deferral and
+    by the drain only; creating runs is left to the partial unique index. SQLite serializes
+    writers anyway."""
     if connection.vendor != "postgresql":
         return
     digest = hashlib.blake2b(
-        f"{agent_id}\x1f{context_type}\x1f{context_key}".encode(), digest_size=8
+        f"{agent_id}\x1f{run_as_id}\x1f{context_type}\x1f{context_key}".encode(), digest_size=8
     ).digest()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])

@@ -20,12 +20,13 @@ from datetime import datetime, timedelta
 
 from celery import current_app, signature
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from agentpress.agents.models import Agent, Message, MessageRole, Thread
-from automation import queries
+from automation import queries, scope
 from automation.models import AgentRun, RunEvent
 from automation.services import admission
 from automation.services.audit import audit_record
@@ -53,6 +54,26 @@ class ContextBusy(Exception):
         )
 
 
+class AgentDisabled(InvalidTransition):
+    """The agent is disabled: nothing new runs for it."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        super().__init__(f"Agent {agent.name!r} is disabled; enable it to run it.")
+
+
+class AlreadyRetried(InvalidTransition):
+    """The run has its one retry already (``retry`` names it)."""
+
+    def __init__(self, run_id, retry: AgentRun | None):
+        self.retry = retry
+        super().__init__(
+            f"Run {run_id} was already retried as run {retry.pk}."
+            if retry
+            else f"Run {run_id} was already retried."
+        )
+
+
 @dataclass(frozen=True)
 class Lease:
     run: AgentRun
@@ -76,12 +97,17 @@ def _transition(run_id, to: RunStatus, *, expect_token=None, **fields) -> bool:
     return AgentRun.objects.filter(guard).update(status=to, **fields) == 1
 
 
-def find_active_run(*, agent_id, context_type: str, context_key: str) -> AgentRun | None:
+def find_active_run(*, agent_id, run_as_id, context_type: str, context_key: str) -> AgentRun | None:
+    """The active run on a context; a context is one run-as user's work (``automation.scope``)."""
     if not context_key:
         return None
     return (
         AgentRun.objects.filter(
-            agent_id=agent_id, context_type=context_type, context_key=context_key, status__in=RUN_ACTIVE
+            agent_id=agent_id,
+            run_as_id=run_as_id,
+            context_type=context_type,
+            context_key=context_key,
+            status__in=RUN_ACTIVE,
         )
         .order_by("created_at")
         .first()
@@ -127,7 +153,15 @@ def run_build(
     **links,
 ) -> NewRun:
     """The rows ``run_create`` stores, built without touching the database (so that a batch
-    of them can be stored together). Arguments as for ``run_create``."""
+    of them can be stored together). Arguments as for ``run_create``; raises what it
+    refuses (a disabled agent, a system context the source does not own, another user's
+    thread) before anything is built. A new thread runs as ``run_as``."""
+    if not agent.enabled:
+        raise AgentDisabled(agent)
+    if refusal := scope.context_refusal(source=source, context_type=context_type):
+        raise ValidationError({"context_type": [refusal]})
+    if thread is not None:
+        scope.check_thread(thread, run_as)
     now = timezone.now()
     due = not_before is None or not_before <= now
     links.setdefault("waiting_reason", admission.reason_for_not_before(not_before, now=now))
@@ -138,6 +172,7 @@ def run_build(
             title=f"{RunSource(source).label} run",
             context_type=context_type,
             context_key=context_key,
+            run_as_id=getattr(run_as, "pk", run_as),
         )
     run = AgentRun(
         organization_id=agent.organization_id,
@@ -195,9 +230,11 @@ def run_create(
 
     ``links`` are the optional linkage and provider fields of ``AgentRun`` (``schedule``,
     ``scheduled_for``, ``action``, ``follow_up``, ``previous_run``, ``retry_of``,
-    ``provider``, ``provider_context``, ``metadata``). Raises ``ContextBusy`` when the
-    partial unique index finds another active run on the context; nothing is stored then.
-    A new thread, the run, its ``created`` event and its prompt message are one statement
+    ``provider``, ``provider_context``, ``metadata``). Nothing is stored when it raises:
+    ``AgentDisabled`` for a disabled agent, ``ValidationError`` for a system context type
+    the source does not own, ``scope.ThreadOutOfScope`` when ``thread`` is another user's
+    conversation (``run_build`` checks these), ``ContextBusy`` when the partial unique index
+    finds another active run of the same run-as user on the context. A new thread, the run, its ``created`` event and its prompt message are one statement
     (``queries.insert_run``).
     """
     new = run_build(
@@ -220,7 +257,12 @@ def run_create(
     except IntegrityError as exc:
         if not is_context_conflict(exc):
             raise
-        active = find_active_run(agent_id=agent.pk, context_type=context_type, context_key=context_key)
+        active = find_active_run(
+            agent_id=agent.pk,
+            run_as_id=getattr(run_as, "pk", run_as),
+            context_type=context_type,
+            context_key=context_key,
+        )
         raise ContextBusy(active) from exc
     if new.due:
         transaction.on_commit(lambda: dispatch_run(run_id=new.run.pk, stamp=False))
@@ -461,19 +503,44 @@ def mark_interrupted(*, run_id, error: str, lease_token=None, kind: str = "inter
 
 
 def retry_run(*, run_id, actor=None) -> AgentRun:
-    """A new pending run with the same prompt, thread and context, linked by ``retry_of``."""
-    original = AgentRun.objects.select_related("agent").get(pk=run_id)
+    """A new pending run with the same prompt, thread and context, linked by ``retry_of``.
+
+    A run has at most one retry (the unique ``agent_runs_one_retry_per_run`` settles a
+    race): a second request raises ``AlreadyRetried`` naming the first. ``InvalidTransition``
+    (``AgentDisabled`` among them) when the run is not retryable, its agent is disabled, or
+    work may no longer run as its run-as user (``scope.run_as_refusal``).
+    """
+    original = AgentRun.objects.select_related("agent", "organization", "run_as").get(pk=run_id)
     if original.status not in RUN_RETRYABLE:
         raise InvalidTransition(
             f"Only failed, interrupted or cancelled runs can be retried; this run is {original.status}."
         )
+    if existing := original.retries.order_by("created_at").first():
+        raise AlreadyRetried(original.pk, existing)
+    if not original.agent.enabled:
+        raise AgentDisabled(original.agent)
+    if refusal := scope.run_as_refusal(organization=original.organization, user=original.run_as):
+        raise InvalidTransition(refusal)
+    try:
+        return _create_retry(original, actor)
+    except IntegrityError as exc:
+        if "agent_runs_one_retry_per_run" not in str(exc) and "retry_of_id" not in str(exc):
+            raise
+        raise AlreadyRetried(original.pk, original.retries.order_by("created_at").first()) from exc
+
+
+def _create_retry(original: AgentRun, actor) -> AgentRun:
+    # a thread that is not the run-as user's (made before threads had one) is not continued
+    thread = original.thread
+    if thread is not None and thread.run_as_id != original.run_as_id:
+        thread = None
     with transaction.atomic():
         retry = run_create(
             agent=original.agent,
             run_as=original.run_as,
             source=original.source,
             prompt=original.prompt,
-            thread=original.thread,
+            thread=thread,
             context_type=original.context_type,
             context_key=original.context_key,
             input_extra={k: v for k, v in original.input_snapshot.items() if k != "prompt"},

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agentpress.orgs.models import Membership
-from automation import cadence, queries
+from automation import cadence, queries, scope
 from automation.models import AgentRun, RunEvent, Schedule
 from automation.services import runs
 from automation.services.audit import audit_record
@@ -24,7 +24,7 @@ from automation.states import RUN_ACTIVE, Cadence, OverlapPolicy, RunSource
 
 logger = logging.getLogger(__name__)
 
-CONTEXT_TYPE = "schedule"
+CONTEXT_TYPE = scope.SCHEDULE_CONTEXT_TYPE
 MIN_CATCHUP_WINDOW = timedelta(seconds=60)
 # What a person configures; everything else on the row is written by the dispatcher.
 CONFIG_FIELDS = (
@@ -247,14 +247,21 @@ def schedule_run_now(*, schedule: Schedule, actor=None) -> SlotOutcome:
     return outcome
 
 
-def gate_reason(schedule: Schedule) -> str:
-    """Why nothing of this schedule may fire now, or an empty string."""
+def gate_reason(schedule: Schedule, *, refusals: dict | None = None) -> str:
+    """Why nothing of this schedule may fire now, or an empty string. ``refusals`` are
+    ``scope.run_as_refusals`` computed for a batch or a page of schedules at once."""
     if not schedule.organization.automations_enabled:
         return "Automations are turned off for this organization."
     if not schedule.agent.enabled:
         return "The agent is disabled."
     if not schedule.agent.scheduled_runs_enabled:
         return "The agent's Scheduled runs capability is off."
+    if refusals is not None:
+        refusal = refusals[(schedule.organization_id, schedule.run_as_id)]
+    else:
+        refusal = scope.run_as_refusal(organization=schedule.organization, user=schedule.run_as)
+    if refusal:
+        return f"Not fired: {refusal}"
     return ""
 
 
@@ -313,10 +320,11 @@ def _fire_batch(due: list[Schedule], *, now: datetime) -> int:
     state. A schedule whose slot cannot be computed or built is recorded as broken and the
     others still fire; a run the database refuses goes through the one-slot path."""
     firing: list[_DueSlot] = []
+    refusals = scope.run_as_refusals(due)
     for schedule in due:
         before = {name: getattr(schedule, name) for name in DISPATCHER_FIELDS}
         try:
-            if (slot := _decide_slot(schedule, now=now, before=before)) is not None:
+            if (slot := _decide_slot(schedule, now=now, before=before, refusals=refusals)) is not None:
                 firing.append(slot)
         except Exception as exc:  # one broken schedule must not hold up the others
             _broken(schedule, before, exc, now=now)
@@ -357,10 +365,10 @@ def _fire_batch(due: list[Schedule], *, now: datetime) -> int:
     return started
 
 
-def _decide_slot(schedule: Schedule, *, now: datetime, before: dict) -> _DueSlot | None:
+def _decide_slot(schedule: Schedule, *, now: datetime, before: dict, refusals: dict) -> _DueSlot | None:
     """Apply to the (locked) row what the clock says: a gated or missed slot moves it on and
     fires nothing; otherwise the slot to fire, with the missed ones counted."""
-    reason = gate_reason(schedule)
+    reason = gate_reason(schedule, refusals=refusals)
     if reason:
         # Moving on from now (not from the stale slot) is what keeps re-enabling from
         # bursting: by the time the gate opens, next_run_at is already a future slot.

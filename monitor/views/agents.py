@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from agentpress.orgs.permissions import Access
-from automation import cadence, selectors, tools
+from automation import cadence, scope, selectors, tools
 from automation.models import Schedule
 from automation.services import budgets
 from automation.services import capacity as capacity_services
@@ -34,12 +34,14 @@ def _agent_or_404(access: Access, agent_id: int):
 def _schedule_rows(qs) -> list[dict]:
     """Each schedule with what a person needs to know: when, and why it does not fire."""
     rows = []
-    for schedule in qs.select_related("organization", "agent", "run_as"):
+    schedules = list(qs.select_related("organization", "agent", "run_as"))
+    refusals = scope.run_as_refusals(schedules)
+    for schedule in schedules:
         rows.append(
             {
                 "schedule": schedule,
                 "when": cadence.describe(schedule),
-                "gate": schedule_services.gate_reason(schedule),
+                "gate": schedule_services.gate_reason(schedule, refusals=refusals),
             }
         )
     return rows

@@ -4,24 +4,15 @@ what those runs did (model calls with tokens and latency, tool calls and suppres
 from django.http import Http404
 from django.shortcuts import render
 
-from agentpress.agents.models import Thread
 from agentpress.orgs.permissions import Access
 from automation import selectors
 from automation.models import ModelCall, ToolCall
 from monitor.access import console_view
 
 
-def _threads_for(access: Access):
-    """Owners and admins see every thread; members see threads with a run that runs as them."""
-    threads = Thread.objects.filter(organization=access.organization)
-    if access.org_wide:
-        return threads
-    return threads.filter(pk__in=selectors.runs_for(access).values("thread_id"))
-
-
 @console_view(needs_feature=False)
 def thread_page(request, access: Access, thread_id: int):
-    thread = _threads_for(access).select_related("agent").filter(pk=thread_id).first()
+    thread = selectors.threads_for(access).select_related("agent").filter(pk=thread_id).first()
     if thread is None:
         raise Http404("No such conversation.")
     messages = list(

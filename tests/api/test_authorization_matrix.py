@@ -4,7 +4,8 @@ Callers: anonymous, the owner of another org, a member without ``actions:manage`
 acting on their own rows and on another member's, an admin, an owner and a superuser. Each
 request asserts its status code and that no row of the other org (nor, for a member, of
 another member) shows up in the body. ``test_every_route_is_in_the_matrix`` fails when a
-route under ``/api/`` or ``/orgs/`` is added without a row here.
+route under ``/api/`` or ``/orgs/`` is added without a row here. The second half tries a member
+naming another member's ids and contexts in every input that takes one (issue 13).
 """
 
 import json
@@ -15,7 +16,8 @@ import pytest
 from django.urls import URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
 
-from automation.models import ProviderEvent, Schedule
+from automation.models import Action, AgentRun, FollowUp, ProviderEvent, Schedule
+from automation.services import runs as run_services
 from automation.services import schedules
 from automation.states import FollowUpStatus, RunStatus
 from tests.factories import (
@@ -575,3 +577,251 @@ def test_action_create_ignores_organization_and_refuses_another_run_as(roster, m
     assert response.json()["runAsId"] == roster.member.pk
     other = {**body, "runAsId": roster.member2.pk}
     assert member_api.post(f"{ACME_API}/actions", other, content_type="application/json").status_code == 403
+
+
+# --- a member names another member's ids and contexts in the input -----------------------------
+#
+# Every route that takes an id or a context in its input (path, body, query, form, htmx partial,
+# admin) is tried by ``member`` with ``member2``'s values. Their rows must come out unchanged, none
+# of their ids or conversation may show in the answer, and nothing of the member's may join their
+# thread or context. ``test_every_route_is_probed_with_another_members_ids`` fails when a route is
+# added without a probe here (or a reason why it takes no such input).
+
+THEIR_SECRET = "member2's private conversation"
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    method: str
+    url: object  # (mine, theirs) -> str
+    refused: tuple  # the statuses that count as refused (or answered without their data)
+    data: object = None  # (mine, theirs) -> dict
+    query: object = None  # (mine, theirs) -> dict
+    htmx_target: str = ""
+
+    @property
+    def api(self) -> bool:
+        return self.name.startswith("api-")
+
+
+def their_filters(mine, theirs):
+    return {"agentId": theirs.agent.pk, "threadId": theirs.pending_run.thread_id, "contextType": "ticket"}
+
+
+PROBES = [
+    Probe("api-runs", "get", lambda m, t: f"{ACME_API}/agent-runs", (200, 400), query=their_filters),
+    Probe("api-runs", "get", lambda m, t: f"{ACME_API}/agent-runs", (200, 400), query=lambda m, t: {"contextKey": "T-1"}),
+    Probe(
+        "api-runs", "post", lambda m, t: f"{ACME_API}/agent-runs", (400,),
+        data=lambda m, t: {"agentId": t.agent.pk, "prompt": "!reply x", "threadId": t.pending_run.thread_id},
+    ),
+    Probe(
+        "api-runs", "post", lambda m, t: f"{ACME_API}/agent-runs", (403,),
+        data=lambda m, t: {"agentId": t.agent.pk, "prompt": "!reply x", "runAsId": t.run_as.pk},
+    ),
+    # the same context key is the member's own context: allowed, and it stays apart from theirs
+    Probe(
+        "api-runs", "post", lambda m, t: f"{ACME_API}/agent-runs", (201,),
+        data=lambda m, t: {"agentId": t.agent.pk, "prompt": "!reply x", "contextType": "ticket", "contextKey": "T-1"},
+    ),
+    Probe(
+        "api-runs", "post", lambda m, t: f"{ACME_API}/agent-runs", (400,),
+        data=lambda m, t: {
+            "agentId": t.agent.pk, "prompt": "!reply x", "contextType": "schedule",
+            "contextKey": t.schedule.context_key,
+        },
+    ),
+    Probe("api-run-detail", "get", lambda m, t: f"{ACME_API}/agent-runs/{t.pending_run.pk}", (404,)),
+    Probe("api-run-cancel", "post", lambda m, t: f"{ACME_API}/agent-runs/{t.pending_run.pk}/cancel", (404,)),
+    Probe("api-run-retry", "post", lambda m, t: f"{ACME_API}/agent-runs/{t.failed_run.pk}/retry", (404,)),
+    Probe("api-schedules", "get", lambda m, t: f"{ACME_API}/agent-run-schedules", (200,), query=lambda m, t: {"agentId": t.agent.pk}),
+    Probe(
+        "api-schedules", "post", lambda m, t: f"{ACME_API}/agent-run-schedules", (403,),
+        data=lambda m, t: {**schedule_body(m, m.run_as), "runAsId": t.run_as.pk},
+    ),
+    Probe("api-schedule-detail", "get", lambda m, t: f"{ACME_API}/agent-run-schedules/{t.schedule.pk}", (404,)),
+    Probe(
+        "api-schedule-detail", "patch", lambda m, t: f"{ACME_API}/agent-run-schedules/{t.schedule.pk}", (404,),
+        data=lambda m, t: {"name": "Hijacked"},
+    ),
+    Probe(
+        "api-schedule-detail", "patch", lambda m, t: f"{ACME_API}/agent-run-schedules/{m.schedule.pk}", (400, 403),
+        data=lambda m, t: {"runAsId": t.run_as.pk},
+    ),
+    Probe("api-schedule-detail", "delete", lambda m, t: f"{ACME_API}/agent-run-schedules/{t.schedule.pk}", (404,)),
+    Probe("api-schedule-run", "post", lambda m, t: f"{ACME_API}/agent-run-schedules/{t.schedule.pk}/run", (404,)),
+    Probe(
+        "api-follow-ups", "get", lambda m, t: f"{ACME_API}/agent-run-follow-ups", (200,),
+        query=lambda m, t: {"threadId": t.pending_run.thread_id, "contextType": "ticket", "contextKey": "T-1"},
+    ),
+    Probe("api-follow-up-detail", "get", lambda m, t: f"{ACME_API}/agent-run-follow-ups/{t.follow_up.pk}", (404,)),
+    Probe("api-follow-up-detail", "delete", lambda m, t: f"{ACME_API}/agent-run-follow-ups/{t.follow_up.pk}", (404,)),
+    Probe(
+        "api-provider-events", "get", lambda m, t: f"{ACME_API}/provider-events", (200,),
+        query=lambda m, t: {"actionId": str(t.action.pk), "contextKey": "T-1", "agentId": t.agent.pk},
+    ),
+    Probe(
+        "api-actions", "post", lambda m, t: f"{ACME_API}/actions", (403,),
+        data=lambda m, t: {"agentId": t.agent.pk, "name": "Hook", "provider": "webhook", "runAsId": t.run_as.pk},
+    ),
+    Probe(
+        "api-actions", "post", lambda m, t: f"{ACME_API}/actions", (400,),
+        data=lambda m, t: {"agentId": t.agent.pk, "name": "Hook", "provider": "webhook", "contextType": "schedule"},
+    ),
+    Probe("runs", "get", lambda m, t: f"{RUNS_PAGE}/", (200,), query=lambda m, t: {"context_type": "ticket", "context_key": "T-1"}),
+    Probe(
+        "runs", "get", lambda m, t: f"{RUNS_PAGE}/", (200,), htmx_target="runs-region",
+        query=lambda m, t: {"context_key": "T-1"},
+    ),
+    Probe(
+        "runs", "get", lambda m, t: f"{RUNS_PAGE}/", (200, 286), htmx_target="summary-cards",
+        query=lambda m, t: {"live": [str(t.pending_run.pk), str(t.failed_run.pk)]},
+    ),
+    Probe("run-detail", "get", lambda m, t: f"{RUNS_PAGE}/{t.pending_run.pk}/", (404,)),
+    Probe("run-detail", "get", lambda m, t: f"{RUNS_PAGE}/{t.pending_run.pk}/", (404,), htmx_target="detail-panel"),
+    Probe("run-cancel", "post", lambda m, t: f"{RUNS_PAGE}/{t.pending_run.pk}/cancel/", (404,)),
+    Probe("run-retry", "post", lambda m, t: f"{RUNS_PAGE}/{t.failed_run.pk}/retry/", (404,)),
+    Probe(
+        "runs-bulk", "post", lambda m, t: f"{RUNS_PAGE}/bulk/", (200, 302),
+        data=lambda m, t: {"action": "retry", "run": [str(t.failed_run.pk)], "confirm": "1"},
+    ),
+    Probe("follow-ups", "get", lambda m, t: f"{RUNS_PAGE}/follow-ups/", (200,), query=lambda m, t: {"status": "all"}),
+    Probe("follow-up-cancel", "post", lambda m, t: f"{RUNS_PAGE}/follow-ups/{t.follow_up.pk}/cancel/", (404,)),
+    Probe("thread", "get", lambda m, t: f"/orgs/acme/threads/{t.pending_run.thread_id}/", (404,)),
+    Probe("capabilities", "get", lambda m, t: f"/orgs/acme/agents/{t.agent.pk}/capabilities/", (200,)),
+    Probe(
+        "schedule-new", "post", lambda m, t: f"/orgs/acme/agents/{t.agent.pk}/schedules/new/", (200,),
+        data=lambda m, t: schedule_form(t, m.run_as),
+    ),
+    Probe(
+        "schedule-preview", "get", lambda m, t: f"/orgs/acme/agents/{t.agent.pk}/schedules/preview/", (200,),
+        query=lambda m, t: {"schedule_id": t.schedule.pk, "cadence": "daily", "time_of_day": "09:00", "timezone": "UTC"},
+    ),
+    Probe("schedule-edit", "get", lambda m, t: f"/orgs/acme/agents/{t.agent.pk}/schedules/{t.schedule.pk}/edit/", (404,)),
+    Probe(
+        "schedule-edit", "post", lambda m, t: f"/orgs/acme/agents/{t.agent.pk}/schedules/{t.schedule.pk}/edit/",
+        (404,), data=lambda m, t: schedule_form(t, m.run_as),
+    ),
+    Probe(
+        "schedule-edit", "post", lambda m, t: f"/orgs/acme/agents/{m.agent.pk}/schedules/{m.schedule.pk}/edit/",
+        (200,), data=lambda m, t: schedule_form(t, m.run_as),
+    ),
+    *[
+        Probe(
+            "schedule-command", "post",
+            lambda m, t, verb=verb: f"/orgs/acme/agents/{t.agent.pk}/schedules/{t.schedule.pk}/{verb}/", (404,),
+        )
+        for verb in ("disable", "enable", "run-now")
+    ],
+]  # fmt: skip
+
+# Routes whose input names no row of a user (the agent is the organization's, not a user's).
+NO_USER_ID_INPUT = {
+    "schema": "public schema",
+    "swagger-ui": "public documentation",
+    "schedules": "no input; the list is scoped (checked in test_route_answers_each_caller)",
+    "agents": "agents belong to the organization",
+    "action-hook": "authenticated by the action's signing secret, not by a member",
+}
+
+
+def their_state(theirs) -> dict:
+    """What a member acting on ``theirs`` must never change."""
+    thread = theirs.pending_run.thread
+    return {
+        "runs": sorted(
+            (str(pk), status, str(thread_id))
+            for pk, status, thread_id in AgentRun.objects.filter(run_as=theirs.run_as).values_list(
+                "pk", "status", "thread_id"
+            )
+        ),
+        "retries": AgentRun.objects.filter(retry_of=theirs.failed_run).count(),
+        "thread_runs": sorted(str(pk) for pk in thread.runs.values_list("pk", flat=True)),
+        "thread_messages": thread.messages.count(),
+        "schedule": Schedule.objects.filter(pk=theirs.schedule.pk)
+        .values(*schedules.CONFIG_FIELDS, "next_run_at")
+        .get(),
+        "follow_up": FollowUp.objects.get(pk=theirs.follow_up.pk).status,
+        "action": Action.objects.filter(pk=theirs.action.pk)
+        .values("run_as", "context_type", "enabled")
+        .get(),
+        "deferred": ProviderEvent.objects.filter(deferred_behind__run_as=theirs.run_as).count(),
+    }
+
+
+def probe_id(probe: Probe) -> str:
+    return f"{probe.method.upper()} {probe.name} {probe.htmx_target}".strip() + f" #{PROBES.index(probe)}"
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=probe_id)
+def test_a_member_naming_another_members_ids_gets_nothing_of_theirs(probe, roster, client, monkeypatch):
+    monkeypatch.setattr(run_services, "dispatch_run", lambda *, run_id: True)
+    mine = rows_of(roster, roster.member)
+    theirs = rows_of(roster, roster.member2)
+    theirs.pending_run.thread.messages.create(role="event", content=THEIR_SECRET)
+    AgentRun.objects.filter(pk=theirs.pending_run.pk).update(context_type="ticket", context_key="T-1")
+    before = their_state(theirs)
+    authenticate(client, roster.member, probe)
+    url = probe.url(mine, theirs)
+    query = probe.query(mine, theirs) if probe.query else {}
+    data = probe.data(mine, theirs) if probe.data else {}
+    headers = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": probe.htmx_target} if probe.htmx_target else {}
+    if probe.htmx_target == "summary-cards":
+        headers["HTTP_HX_TRIGGER"] = "summary-cards"
+    if probe.method == "get":
+        response = client.get(url, query, **headers)
+    elif probe.api:
+        response = getattr(client, probe.method)(url, json.dumps(data), content_type="application/json")
+    else:
+        response = client.post(url, data, **headers)
+
+    assert response.status_code in probe.refused, (response.status_code, response.content[:400])
+    body = response.content.decode(errors="replace")
+    assert THEIR_SECRET not in body
+    shown = {str(theirs.pending_run.pk), str(theirs.failed_run.pk), str(theirs.action.pk)}
+    assert not {pk for pk in shown if pk in body}, "another member's row in the answer"
+    if probe.api and response["Content-Type"].startswith("application/json"):
+        ids = row_ids(response.json())
+        assert not ids & {theirs.schedule.pk, theirs.follow_up.pk}, "another member's row in the answer"
+    assert their_state(theirs) == before, "another member's rows changed"
+    assert not AgentRun.objects.filter(run_as=roster.member, thread__run_as=roster.member2).exists()
+
+
+def test_a_member_is_refused_every_admin_route_with_another_members_ids(roster, client):
+    """The admin is for owners and superusers; a member naming any row there is sent to its login."""
+    theirs = rows_of(roster, roster.member2)
+    objects = {
+        "agentrun": theirs.failed_run.pk, "thread": theirs.pending_run.thread_id, "schedule": theirs.schedule.pk,
+        "followup": theirs.follow_up.pk, "action": theirs.action.pk, "membership": roster.member2.memberships.get().pk,
+        "user": roster.member2.pk,
+    }  # fmt: skip
+    before = their_state(theirs)
+    client.force_login(roster.member)
+    tried = 0
+    for path, name in walk(get_resolver().url_patterns):
+        if not path.startswith("admin/") or name in ("login", "logout", "jsi18n"):
+            continue
+        model = path.split("/")[2] if path.count("/") > 2 else ""
+        url = "/" + path.replace("<path:object_id>", str(objects.get(model, theirs.failed_run.pk)))
+        url = url.replace("<id>", str(roster.member2.pk)).replace("<path:content_type_id>", "1")
+        for method in ("get", "post"):
+            response = getattr(client, method)(url)
+            assert response.status_code in (302, 404), (method, url, response.status_code)
+            if response.status_code == 302:
+                assert response["Location"].startswith("/admin/login/"), url
+            tried += 1
+    assert tried > 50
+    assert their_state(theirs) == before
+
+
+def test_every_route_is_probed_with_another_members_ids():
+    names = {
+        name
+        for path, name in walk(get_resolver().url_patterns)
+        if path.startswith(("api/", "orgs/", "hooks/")) and name
+    }
+    probed = {probe.name for probe in PROBES}
+    missing = names - probed - set(NO_USER_ID_INPUT)
+    assert missing == set(), "routes without a probe of another member's ids (add one to PROBES)"
+    assert (probed | set(NO_USER_ID_INPUT)) - names == set(), "probes for routes that no longer exist"

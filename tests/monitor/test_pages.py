@@ -107,7 +107,7 @@ def test_follow_ups_page_query_count(client, roster, follow_ups_url, django_asse
 
 
 def test_conversation_page_lists_messages_in_order_with_their_runs(client, roster):
-    thread = ThreadFactory(agent=roster.agent, title="Ticket T-1")
+    thread = ThreadFactory(agent=roster.agent, title="Ticket T-1", run_as=roster.member)
     run = AgentRunFactory(agent=roster.agent, run_as=roster.member, thread=thread, status="completed")
     MessageFactory(thread=thread, role="user", content="first question", author=roster.member)
     MessageFactory(thread=thread, role="assistant", content="the answer", run=run)

@@ -384,9 +384,10 @@ def test_runs_page_queries_do_not_grow_with_rows(client, roster, runs_url, djang
 def test_detail_page_query_count(client, roster, runs_url, make_run, django_assert_max_num_queries):
     seed_many(roster, 200)
     run = make_run(status="failed")
+    AgentRunFactory(agent=roster.agent, run_as=roster.member, retry_of=run, status="failed")
     for i in range(30):
         RunEvent.objects.create(run=run, kind=f"event{i}")
-        AgentRunFactory(agent=roster.agent, run_as=roster.member, retry_of=run, status="failed")
+        AgentRunFactory(agent=roster.agent, run_as=roster.member, previous_run=run, status="completed")
     client.force_login(roster.owner)
     with django_assert_max_num_queries(100):
         assert client.get(f"{runs_url}{run.pk}/?limit=200").status_code == 200

@@ -82,6 +82,7 @@ class Command(BaseCommand):
             title="Refund for order 1042",
             context_type="email_thread",
             context_key="conv-1042",
+            run_as=users["owner"],
         )
         Message.objects.create(
             thread=thread, role="event", content="Hi, I would like a refund for order 1042."
@@ -149,6 +150,6 @@ class Command(BaseCommand):
         for status, agent, user, fields in rows:
             run = AgentRun.objects.create(
                 organization=org, agent=agent, run_as=user, source=RunSource.MANUAL, status=status,
-                thread=thread if agent == support else None, input_snapshot={"prompt": f"Demo {status} run"}, **fields,
+                thread=thread if agent == support and user == thread.run_as else None, input_snapshot={"prompt": f"Demo {status} run"}, **fields,
             )  # fmt: skip
             RunEvent.objects.create(run=run, kind="created", detail={"source": "manual", "by": "seed_demo"})

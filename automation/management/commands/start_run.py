@@ -1,10 +1,12 @@
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from agentpress.agents.models import Agent
 from agentpress.orgs.permissions import access_for
+from automation import scope
 from automation.services.runs import ContextBusy, run_create
-from automation.states import RunSource
+from automation.states import InvalidTransition, RunSource
 
 
 class Command(BaseCommand):
@@ -29,6 +31,8 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=o["username"]).first()
         if user is None or not access_for(user, agent.organization).is_member:
             raise CommandError(f"{o['username']!r} is not a member of {o['org']!r}.")
+        if refusal := scope.run_as_refusal(organization=agent.organization, user=user):
+            raise CommandError(refusal)
         try:
             run = run_create(
                 agent=agent,
@@ -38,6 +42,8 @@ class Command(BaseCommand):
                 context_type=o["context_type"],
                 context_key=o["context_key"],
             )
-        except ContextBusy as exc:
+        except (ContextBusy, InvalidTransition) as exc:
             raise CommandError(str(exc)) from exc
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
         self.stdout.write(str(run.pk))

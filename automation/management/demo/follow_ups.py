@@ -21,10 +21,11 @@ def seed(command, *, acme, globex, agents, users):
     now = timezone.now()
     agent = agents["support"]
 
-    def thread(title, key):
+    def thread(title, key, user):
         return Thread.objects.create(
-            organization=acme, agent=agent, title=title, context_type="email_thread", context_key=key
-        )
+            organization=acme, agent=agent, title=title, context_type="email_thread", context_key=key,
+            run_as=user,
+        )  # fmt: skip
 
     def run(status, user, on, prompt, *, source=RunSource.MANUAL, ago, **fields):
         row = AgentRun.objects.create(
@@ -48,7 +49,7 @@ def seed(command, *, acme, globex, agents, users):
         )  # fmt: skip
 
     owner, member = users["owner"], users["member"]
-    delivery = thread("Delivery of order 2077", "conv-2077")
+    delivery = thread("Delivery of order 2077", "conv-2077", owner)
     first = finished(
         owner, delivery, "!reply I asked the carrier.\n!follow_up 172800 Check the parcel", timedelta(days=3)
     )
@@ -89,7 +90,7 @@ def seed(command, *, acme, globex, agents, users):
         [_condition("reply_received"), _condition("deadline", at=(now + timedelta(days=5)).isoformat())],
     )  # fmt: skip
 
-    invoice = thread("Invoice question", "conv-3101")
+    invoice = thread("Invoice question", "conv-3101", member)
     asked = finished(member, invoice, "!follow_up 3600 Send the corrected invoice", timedelta(hours=2))
     running = follow_up(
         FollowUpStatus.RUNNING, member, invoice, asked, "Send the corrected invoice.",
