@@ -55,6 +55,9 @@ WEBHOOK_REJECTIONS = Counter(
 RETENTION_DELETED = Counter(
     "automation_retention_deleted", "Rows deleted or payloads pruned by retention.", ["kind"]
 )
+RETENTION_FAILURES = Counter(
+    "automation_retention_failures", "Organizations whose retention pass failed (the others still ran)."
+)
 
 
 def multiprocess_dir() -> str:
