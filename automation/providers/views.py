@@ -5,8 +5,6 @@ its ``clientState`` (Outlook). Verification and storage happen in the request; t
 sent to a worker when the ingestion transaction commits, so the answer comes quickly.
 """
 
-import json
-
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -15,6 +13,7 @@ from django.views.decorators.http import require_POST
 from agentpress.ops.metrics import record_webhook_rejection
 from automation.models import Action
 from automation.providers import outlook, webhook
+from automation.providers.webhook import parse_json
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 from automation.services.rate_limits import action_rate_check
 
@@ -23,14 +22,6 @@ def error(status: int, detail: str, reason: str) -> JsonResponse:
     """A refused delivery: JSON ``detail``, counted in metrics by a short stable reason."""
     record_webhook_rejection(reason=reason)
     return JsonResponse({"detail": detail}, status=status)
-
-
-def parse_json(body: bytes):
-    """The decoded body; deeply nested documents are refused like malformed ones."""
-    try:
-        return json.loads(body)
-    except RecursionError as exc:
-        raise ValueError("the JSON is nested too deeply") from exc
 
 
 def rate_limited(action: Action) -> JsonResponse | None:
