@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from agentpress.ops.metrics import record_webhook_rejection
 from automation.models import Action
 from automation.providers import outlook, webhook
-from automation.providers.webhook import parse_json
+from automation.strict_json import loads as parse_json
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 from automation.services.rate_limits import action_rate_check
 
@@ -88,6 +88,8 @@ def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
         payload = parse_json(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return error(400, f"The body is not valid JSON: {exc}", "malformed")
+    if not isinstance(payload, dict):  # a Standard Webhooks event is an object; null cannot be stored
+        return error(400, "The body is not valid JSON: it must be a JSON object.", "malformed")
     result = ingest_event(
         action=action, event=webhook.inbound_event(action=action, msg_id=msg_id, payload=payload)
     )

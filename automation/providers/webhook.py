@@ -11,7 +11,6 @@ headers and the timestamp are checked here first, so that a refusal says which i
 
 import base64
 import json
-import math
 import time
 from datetime import UTC, datetime
 
@@ -80,53 +79,6 @@ def verify(*, signing_secret: str, headers, body: bytes) -> str:
             continue  # no match (or a malformed secret or signature): the next secret still may
         return msg_id
     raise SignatureError("No signature matches the action's signing secret.")
-
-
-def parse_json(body: bytes):
-    """The decoded body under strict JSON (RFC 8259: UTF-8, finite numbers), or ``ValueError``
-    saying what is wrong.
-
-    Python's decoder also takes ``NaN``, ``Infinity`` and numbers past a double's range
-    (``1e999`` becomes infinity), and strings with ``\\u0000`` or unpaired surrogates; none of
-    them can be stored (PostgreSQL's jsonb and text refuse them), so they are refused here.
-    """
-    text = body.decode("utf-8-sig")
-    try:
-        document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except RecursionError as exc:
-        raise ValueError("the JSON is nested too deeply") from exc
-    if "\\u" in text:  # in decoded UTF-8, only an escape spells a NUL or a lone surrogate
-        _check_strings(document)
-    return document
-
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _check_strings(document) -> None:
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, str):
-            if "\x00" in node:
-                raise ValueError("a string contains \\u0000")
-            try:
-                node.encode()
-            except UnicodeEncodeError as exc:
-                raise ValueError("a string contains an unpaired surrogate") from exc
 
 
 def resolve_pointer(document, pointer: str):

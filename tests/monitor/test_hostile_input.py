@@ -130,8 +130,12 @@ def schedule_form(roster, **fields) -> dict:
                 st.sampled_from(["9999-12-31T23:59", "0001-01-01T00:00", "10000-01-01T00:00"]),
                 ANY_TEXT,
             ),
-            "cron_expression": st.one_of(st.sampled_from(["* * * * *", "0 0 30 2 *", "0 9 * * 1-5"]), ANY_TEXT),
-            "timezone": st.sampled_from(["UTC", "Etc/GMT+12", "Etc/GMT-14", "Pacific/Kiritimati", "Mars/Base"]),
+            "cron_expression": st.one_of(
+                st.sampled_from(["* * * * *", "0 0 30 2 *", "0 9 * * 1-5"]), ANY_TEXT
+            ),
+            "timezone": st.sampled_from(
+                ["UTC", "Etc/GMT+12", "Etc/GMT-14", "Pacific/Kiritimati", "Mars/Base"]
+            ),
             "run_as": NUMBERS,
             "catchup_window": NUMBERS,
             "overlap_policy": st.one_of(st.sampled_from(["skip", "buffer_one", "allow"]), ANY_TEXT),
@@ -144,7 +148,9 @@ def test_any_schedule_form_answers_with_the_form_or_a_saved_schedule(owner, rost
     for extra in ({"preview": "1"}, {}):
         response = owner.post(new, schedule_form(roster, **fields, **extra))
         assert response.status_code in (200, 302), fields
-    preview = owner.get(f"/orgs/acme/agents/{roster.agent.pk}/schedules/preview/", schedule_form(roster, **fields))
+    preview = owner.get(
+        f"/orgs/acme/agents/{roster.agent.pk}/schedules/preview/", schedule_form(roster, **fields)
+    )
     assert preview.status_code == 200
     if response.status_code == 200:  # the form came back with its errors: nothing stored
         assert "errorlist" in response.content.decode()

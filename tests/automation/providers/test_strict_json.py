@@ -9,12 +9,19 @@ import pytest
 from django.test import Client
 
 from agentpress.agents.models import Message
+from automation import strict_json
 from automation.models import AgentRun, ProviderEvent
-from automation.providers import webhook
 
 from .conftest import deliver, signed_headers
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def nested(depth: int) -> list:
+    document: list = []
+    for _ in range(depth - 1):
+        document = [document]
+    return document
 
 
 @pytest.mark.parametrize(
@@ -29,6 +36,13 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         (b'{"data": {"ticket": {"id": "T-1"}}, "k\\u0000": 1}', "a string contains \\u0000"),
         (b'{"data": {"ticket": {"id": "\\ud800"}}}', "a string contains an unpaired surrogate"),
         ('{"data": {"ticket": {"id": "T-1"}}}'.encode("utf-16"), "The body is not valid JSON"),
+        (
+            b'{"data": {"ticket": {"id": "T-1"}}, "deep": ' + b"[" * 101 + b"]" * 101 + b"}",
+            "nested deeper than 100",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 100"),
+        (b"null", "it must be a JSON object"),
+        (b'[{"data": {"ticket": {"id": "T-1"}}}]', "it must be a JSON object"),
     ],
 )
 def test_defect13_signed_body_that_is_not_strict_json_is_a_clear_400_and_nothing_is_stored(
@@ -47,7 +61,8 @@ def test_defect13_signed_body_that_is_not_strict_json_is_a_clear_400_and_nothing
     [
         (b'{"a": 1.5e300, "b": -0.0, "c": 1e-999}', {"a": 1.5e300, "b": -0.0, "c": 0.0}),
         (b'\xef\xbb\xbf{"a": "caf\\u00e9 \\ud83d\\ude00 \\\\u0000"}', {"a": "caf\u00e9 \U0001f600 \\u0000"}),
+        (b"[" * 100 + b"]" * 100, nested(100)),
     ],
 )
 def test_strict_json_still_reads_every_valid_document(body, expected):
-    assert webhook.parse_json(body) == expected
+    assert strict_json.loads(body) == expected
