@@ -13,9 +13,9 @@ from django.views.decorators.http import require_POST
 from agentpress.ops.metrics import record_webhook_rejection
 from automation.models import Action
 from automation.providers import outlook, webhook
-from automation.strict_json import loads as parse_json
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 from automation.services.rate_limits import action_rate_check
+from automation.strict_json import loads as parse_json
 
 
 def error(status: int, detail: str, reason: str) -> JsonResponse:
