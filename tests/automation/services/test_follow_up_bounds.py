@@ -7,16 +7,14 @@ the run goes on to its answer.
 """
 
 import json
-from types import SimpleNamespace
 
-import openai
 import pytest
-from openai.types.chat import ChatCompletion
 
 from automation.models import FollowUp
 from automation.services import runs
 from automation.services.execution import execute_run
 from automation.states import RunSource, RunStatus
+from tests.support.model_stub import ModelStub, Reply, completion
 
 pytestmark = pytest.mark.django_db
 
@@ -59,28 +57,13 @@ def test_defect8_scripted_follow_up_beyond_the_calendar_is_refused_and_the_run_g
     assert_refused_and_run_went_on(run, reason, "still here")
 
 
-class ModelAsking:
-    """The SDK client: first a ``schedule_follow_up`` call with ``arguments`` (the raw JSON
-    text a model sends), then a reply."""
-
-    arguments = "{}"
-    calls = 0
-
-    def __init__(self, **kwargs):
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
-
-    def create(self, **request):
-        ModelAsking.calls += 1
-        if ModelAsking.calls == 1:
-            call = {"id": "c1", "type": "function",
-                    "function": {"name": "schedule_follow_up", "arguments": ModelAsking.arguments}}  # fmt: skip
-            message = {"role": "assistant", "content": None, "tool_calls": [call]}
-        else:
-            message = {"role": "assistant", "content": "Noted, carrying on."}
-        return ChatCompletion.model_validate(
-            {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-             "choices": [{"index": 0, "finish_reason": "stop", "message": message}]}
-        )  # fmt: skip
+@pytest.fixture
+def model(settings):
+    """A real local chat-completions server, named as an operator endpoint."""
+    stub = ModelStub().start()
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url, "max_retries": 0}}
+    yield stub
+    stub.stop()
 
 
 def arguments(**fields) -> str:
@@ -113,12 +96,16 @@ def arguments(**fields) -> str:
     ],
 )
 def test_defect8_tool_json_arguments_beyond_the_calendar_are_refused_and_the_run_goes_on(
-    roster, monkeypatch, raw, reason
+    roster, model, raw, reason
 ):
-    monkeypatch.setattr(openai, "OpenAI", ModelAsking)
-    monkeypatch.setattr(ModelAsking, "arguments", raw)
-    monkeypatch.setattr(ModelAsking, "calls", 0)
-    roster.agent.runtime, roster.agent.runtime_config = "openai", {"model": "m"}
+    """The model's raw JSON text, sent as it would send it: first the call, then its answer."""
+    call = {"id": "c1", "type": "function", "function": {"name": "schedule_follow_up", "arguments": raw}}
+    model.replies = [
+        Reply(body=completion(None, tool_calls=[call])),
+        Reply(body=completion("Noted, carrying on.")),
+    ]
+    roster.agent.runtime, roster.agent.runtime_config = "openai", {"endpoint": "stub", "model": "m"}
     roster.agent.save()
     run = finish(roster, "Follow up if they stay silent.")
     assert_refused_and_run_went_on(run, reason, "Noted, carrying on.")
+    assert len(model.requests) == 2
