@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 API = "/api/orgs/acme"
 FUZZ = settings(
-    max_examples=30,
+    max_examples=25,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
