@@ -9,19 +9,54 @@ schedule's IANA timezone and only then turned into instants:
 
 Intervals are counted in absolute time from a fixed anchor (``run_at``), so a late tick
 never shifts the following slots and daylight saving does not stretch them.
+
+Every moment and step a person can enter is bounded (``EARLIEST_RUN_AT``, ``LATEST_RUN_AT``,
+``MAX_INTERVAL_MINUTES``) far inside what a ``datetime`` holds in any time zone; a stored row
+outside them makes these functions raise ``CadenceError`` rather than an arithmetic error.
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Protocol
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cron_descriptor import FormatException, Options, get_description
 from croniter import CroniterBadDateError, croniter
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Time zones are at most 14 hours from UTC: any instant in this range is a valid wall time
+# everywhere, and a year of steps past it still fits in a datetime.
+EARLIEST_RUN_AT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_RUN_AT = datetime(3000, 1, 1, tzinfo=UTC)
+MAX_INTERVAL_MINUTES = 366 * 24 * 60
+
+
+class CadenceError(ValueError):
+    """A stored schedule whose fire times cannot be computed (a moment out of range, an
+    unknown zone or cron expression); the message says what to fix."""
+
+
+@contextmanager
+def _computable(spec):
+    try:
+        yield
+    except CadenceError:
+        raise
+    except (ArithmeticError, ValueError, ZoneInfoNotFoundError) as exc:
+        raise CadenceError(
+            f"The {spec.cadence} settings (time zone {spec.timezone}) cannot be computed: {exc}. "
+            "Edit the schedule to fix them."
+        ) from exc
+
+
+def run_at_out_of_range(moment: datetime) -> str:
+    """Why ``moment`` cannot be a schedule's run time, or an empty string."""
+    if EARLIEST_RUN_AT <= moment < LATEST_RUN_AT:
+        return ""
+    return f"Must be between {EARLIEST_RUN_AT:%Y-%m-%d} and {LATEST_RUN_AT:%Y-%m-%d} (UTC)."
 
 
 class CadenceFields(Protocol):
@@ -64,6 +99,11 @@ def describe_cron(expression: str) -> str:
 
 def describe(spec: CadenceFields) -> str:
     """One line a person reads to know when the schedule fires."""
+    with _computable(spec):
+        return _describe(spec)
+
+
+def _describe(spec: CadenceFields) -> str:
     at = spec.time_of_day.strftime("%H:%M") if spec.time_of_day else ""
     match spec.cadence:
         case "daily":
@@ -86,7 +126,11 @@ def describe(spec: CadenceFields) -> str:
 def next_fire_time(spec: CadenceFields, after: datetime) -> datetime | None:
     """The first instant strictly after ``after`` at which the schedule fires, in UTC;
     ``None`` when it never fires again (a ``once`` schedule whose moment passed)."""
-    after = after.astimezone(UTC)
+    with _computable(spec):
+        return _next_fire_time(spec, after.astimezone(UTC))
+
+
+def _next_fire_time(spec: CadenceFields, after: datetime) -> datetime | None:
     match spec.cadence:
         case "interval":
             return _next_interval(spec.run_at, timedelta(minutes=spec.interval_minutes), after)
@@ -127,6 +171,11 @@ class DueSlots:
 def due_slots(spec: CadenceFields, since: datetime, until: datetime) -> DueSlots:
     """``since`` is a slot that is due at ``until``: which slot is the latest by then, and
     how many came before it. Cost follows the number of slots passed, not the schedule count."""
+    with _computable(spec):
+        return _due_slots(spec, since, until)
+
+
+def _due_slots(spec: CadenceFields, since: datetime, until: datetime) -> DueSlots:
     if spec.cadence == "interval":
         step = timedelta(minutes=spec.interval_minutes)
         passed = (until - since) // step

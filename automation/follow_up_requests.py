@@ -85,13 +85,13 @@ def _requested_time(arguments: dict, now: datetime) -> datetime:
         raw = arguments["delay_seconds"]
         try:
             delay = math.nan if isinstance(raw, bool) else float(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past a float's range
             delay = math.nan
         if not math.isfinite(delay):
-            raise Refused(f"delay_seconds must be a number of seconds, got {raw!r}.")
-        scheduled_for = now + timedelta(seconds=delay)
+            raise Refused(f"delay_seconds must be a number of seconds, got {str(raw)[:40]!r}.")
     low = settings.AUTOMATION_FOLLOW_UP_MIN_DELAY_SECONDS
     high = settings.AUTOMATION_FOLLOW_UP_MAX_DELAY_SECONDS
+    # Checked before any date arithmetic: a delay beyond the horizon may be beyond the calendar too.
     if delay < low:
         raise Refused(f"The follow-up must be at least {low} seconds away; {delay:.0f} seconds is too soon.")
     if delay > high:
@@ -99,4 +99,4 @@ def _requested_time(arguments: dict, now: datetime) -> datetime:
             f"The follow-up must be at most {high} seconds ({high / 86400:g} days) away; "
             f"{delay:.0f} seconds is beyond that horizon."
         )
-    return scheduled_for
+    return scheduled_for if has_at else now + timedelta(seconds=delay)

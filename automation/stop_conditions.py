@@ -48,11 +48,15 @@ def parse_instant(value, what: str) -> datetime:
     """An ISO 8601 instant; one without an offset is taken as UTC (stored times are UTC)."""
     if not isinstance(value, str):
         raise InvalidStopCondition(f"{what} must be an ISO 8601 string, got {value!r}.")
+    shown = value[:60]
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError as exc:
-        raise InvalidStopCondition(f"{what} {value!r} is not an ISO 8601 instant.") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        raise InvalidStopCondition(f"{what} {shown!r} is not an ISO 8601 instant.") from exc
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+05:00 is before the first UTC instant
+        raise InvalidStopCondition(f"{what} {shown!r} is outside the calendar's range in UTC.") from exc
 
 
 def validate(raw, *, scheduled_for: datetime) -> list[dict]:

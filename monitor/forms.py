@@ -14,7 +14,9 @@ from django.core.exceptions import ValidationError
 
 from agentpress.orgs.permissions import Access
 from automation import cadence
+from automation.cadence import MAX_INTERVAL_MINUTES
 from automation.models import Schedule
+from automation.services.schedules import MAX_CATCHUP_WINDOW
 from automation.states import Cadence, OverlapPolicy
 
 WEEKDAY_CHOICES = [(d, d.capitalize()) for d in cadence.WEEKDAYS]
@@ -29,7 +31,9 @@ class ScheduleForm(forms.Form):
     weekdays = forms.MultipleChoiceField(
         required=False, choices=WEEKDAY_CHOICES, widget=forms.CheckboxSelectMultiple
     )
-    interval_minutes = forms.IntegerField(required=False, min_value=1, label="Every (minutes)")
+    interval_minutes = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_INTERVAL_MINUTES, label="Every (minutes)"
+    )
     run_at = forms.DateTimeField(
         required=False,
         label="At (once) or starting at (interval), wall time where the schedule runs",
@@ -45,6 +49,7 @@ class ScheduleForm(forms.Form):
     enabled = forms.BooleanField(required=False, initial=True)
     catchup_window = forms.IntegerField(
         min_value=1,
+        max_value=MAX_CATCHUP_WINDOW // timedelta(minutes=1),
         initial=60,
         label="Catch-up window (minutes)",
         help_text="Older missed slots do not fire.",
@@ -84,14 +89,13 @@ class ScheduleForm(forms.Form):
 
     @classmethod
     def initial_for(cls, schedule: Schedule) -> dict:
-        zone = ZoneInfo(schedule.timezone)
         return {
             "name": schedule.name,
             "cadence": schedule.cadence,
             "time_of_day": schedule.time_of_day,
             "weekdays": schedule.weekdays,
             "interval_minutes": schedule.interval_minutes,
-            "run_at": schedule.run_at.astimezone(zone).replace(tzinfo=None) if schedule.run_at else None,
+            "run_at": _wall_time(schedule),
             "cron_expression": schedule.cron_expression,
             "timezone": schedule.timezone,
             "instructions": schedule.instructions,
@@ -100,6 +104,17 @@ class ScheduleForm(forms.Form):
             "catchup_window": int(schedule.catchup_window.total_seconds() // 60),
             "overlap_policy": schedule.overlap_policy,
         }
+
+
+def _wall_time(schedule: Schedule) -> datetime | None:
+    """``run_at`` as wall time in the schedule's zone; empty when a row stored before the
+    bounds holds one that no zone can show, so the form can still fix it."""
+    if schedule.run_at is None:
+        return None
+    try:
+        return schedule.run_at.astimezone(ZoneInfo(schedule.timezone)).replace(tzinfo=None)
+    except (OverflowError, ValueError, KeyError):
+        return None
 
 
 class AgentLimitsForm(forms.Form):

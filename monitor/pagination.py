@@ -9,7 +9,10 @@ from base64 import urlsafe_b64decode, urlsafe_b64encode
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+
+INVALID_CURSOR = "The page link is not valid (it may have been edited); showing the first page."
 
 
 @dataclass(frozen=True)
@@ -17,13 +20,14 @@ class Page:
     rows: list
     next_cursor: str | None
     previous_cursor: str | None
+    notice: str = ""  # set when the cursor given could not be read
 
 
 @dataclass(frozen=True)
 class _Cursor:
     forward: bool
     key: datetime
-    pk: str
+    pk: object
 
 
 def _encode(forward: bool, row, key: str) -> str:
@@ -31,20 +35,28 @@ def _encode(forward: bool, row, key: str) -> str:
     return urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str | None) -> _Cursor | None:
-    """``None`` for a missing or unreadable cursor: the reader simply gets the first page."""
-    if not cursor:
-        return None
+def _decode(cursor: str, qs: QuerySet) -> _Cursor:
+    """The cursor's edge row, each part checked against the model; ``ValueError`` otherwise."""
     try:
         direction, key, pk = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
-        return _Cursor(forward=direction == "n", key=datetime.fromisoformat(key), pk=pk)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
+        moment = datetime.fromisoformat(key)
+        pk = qs.model._meta.pk.to_python(pk)
+    except (binascii.Error, ValidationError) as exc:
+        raise ValueError(cursor) from exc
+    if direction not in ("n", "p") or moment.tzinfo is None or pk is None:
+        raise ValueError(cursor)
+    return _Cursor(forward=direction == "n", key=moment, pk=pk)
 
 
 def paginate(qs: QuerySet, *, cursor: str | None, size: int, key: str, descending: bool) -> Page:
-    """One page of ``qs`` ordered by (``key``, pk), newest first when ``descending``."""
-    at = _decode(cursor)
+    """One page of ``qs`` ordered by (``key``, pk), newest first when ``descending``.
+    A cursor that cannot be read gives the first page with a ``notice`` that says so."""
+    at, notice = None, ""
+    if cursor:
+        try:
+            at = _decode(cursor, qs)
+        except ValueError:  # UnicodeDecodeError and a bad date or split are ValueErrors too
+            notice = INVALID_CURSOR
     forward = at is None or at.forward
     # Reading backwards flips the order, then the page is reversed into display order.
     desc = descending if forward else not descending
@@ -63,4 +75,5 @@ def paginate(qs: QuerySet, *, cursor: str | None, size: int, key: str, descendin
         rows=rows,
         next_cursor=_encode(True, rows[-1], key) if rows and has_next else None,
         previous_cursor=_encode(False, rows[0], key) if rows and has_previous else None,
+        notice=notice,
     )

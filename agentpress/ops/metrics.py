@@ -63,6 +63,9 @@ WEBHOOK_REJECTIONS = Counter(
 RETENTION_DELETED = Counter(
     "automation_retention_deleted", "Rows deleted or payloads pruned by retention.", ["kind"]
 )
+RETENTION_FAILURES = Counter(
+    "automation_retention_failures", "Organizations whose retention pass failed (the others still ran)."
+)
 MODEL_TOKENS = Counter("automation_model_tokens", "Tokens of model calls.", ["org", "agent", "model", "kind"])
 MODEL_COST = Counter(
     "automation_model_cost",

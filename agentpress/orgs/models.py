@@ -1,7 +1,10 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 MANAGE_ACTIONS = "actions:manage"
+# A century: a cutoff that far back is still a date, and nobody needs finished runs longer.
+MAX_RETENTION_DAYS = 36_500
 
 
 class Organization(models.Model):
@@ -14,7 +17,9 @@ class Organization(models.Model):
     )
     retention_days = models.PositiveIntegerField(
         default=90,
-        help_text="Finished runs, their timelines and ended follow-ups older than this are deleted.",
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_RETENTION_DAYS)],
+        help_text=f"Finished runs, their timelines and ended follow-ups older than this are deleted "
+        f"(1 to {MAX_RETENTION_DAYS} days).",
     )
     timezone = models.CharField(
         max_length=64,

@@ -52,7 +52,10 @@ class ScheduleAdmin(OrgScopedAdmin):
     def upcoming(self, schedule):
         if not schedule.pk or not schedule.enabled or schedule.next_run_at is None:
             return "—"
-        times = [schedule.next_run_at, *cadence.next_fire_times(schedule, schedule.next_run_at, 4)]
+        try:
+            times = [schedule.next_run_at, *cadence.next_fire_times(schedule, schedule.next_run_at, 4)]
+        except cadence.CadenceError as exc:
+            return str(exc)
         return ", ".join(f"{t:%Y-%m-%d %H:%M} UTC" for t in times)
 
     def get_readonly_fields(self, request, obj=None):

@@ -15,7 +15,7 @@ from agentpress.agents.models import Agent
 from automation import cadence, selectors
 from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict
 from automation.api.runs import AgentRunSerializer
-from automation.cadence import WEEKDAYS
+from automation.cadence import MAX_INTERVAL_MINUTES, WEEKDAYS
 from automation.models import Schedule
 from automation.services import schedules as schedule_services
 from automation.states import Cadence, OverlapPolicy
@@ -44,6 +44,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     description = serializers.SerializerMethodField()
     cron_description = serializers.SerializerMethodField()
     next_run_times = serializers.SerializerMethodField()
+    cadence_error = serializers.SerializerMethodField()
 
     class Meta:
         model = Schedule
@@ -52,7 +53,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
             "time_of_day", "weekdays", "interval_minutes", "run_at", "cron_expression", "timezone",
             "instructions", "run_as_id", "run_as_username", "enabled", "next_run_at", "next_run_times",
             "last_run_at", "catchup_window_seconds", "overlap_policy", "missed_count", "last_missed_at",
-            "skipped_count", "buffered_slot", "blocked_reason", "created_at", "updated_at",
+            "skipped_count", "buffered_slot", "blocked_reason", "cadence_error", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -60,21 +61,36 @@ class ScheduleSerializer(serializers.ModelSerializer):
         return int(schedule.catchup_window.total_seconds())
 
     def get_description(self, schedule) -> str:
-        return cadence.describe(schedule)
+        return self._computed(schedule)[0]
+
+    def get_cadence_error(self, schedule) -> str | None:
+        """Why the schedule's times cannot be computed (a row stored before its fields were
+        bounded); such a row is listed like the others, with this message and no next run times."""
+        return self._computed(schedule)[2]
 
     def get_cron_description(self, schedule) -> str | None:
         return cadence.describe_cron(schedule.cron_expression) if schedule.cadence == Cadence.CRON else None
 
     def get_next_run_times(self, schedule) -> list[str]:
         """The coming slots: from ``nextRunAt`` when enabled, else what enabling now would give."""
-        if schedule.enabled and schedule.next_run_at:
-            times = [
-                schedule.next_run_at,
-                *cadence.next_fire_times(schedule, schedule.next_run_at, PREVIEW_COUNT - 1),
-            ]
-        else:
-            times = cadence.next_fire_times(schedule, timezone.now(), PREVIEW_COUNT)
-        return [serializers.DateTimeField().to_representation(t) for t in times]
+        return [serializers.DateTimeField().to_representation(t) for t in self._computed(schedule)[1]]
+
+    def _computed(self, schedule) -> tuple[str, list, str | None]:
+        """Description, coming slots and error of a row, computed once per row."""
+        cache = self.__dict__.setdefault("_cadence_cache", {})
+        if schedule.pk not in cache:
+            try:
+                if schedule.enabled and schedule.next_run_at:
+                    times = [
+                        schedule.next_run_at,
+                        *cadence.next_fire_times(schedule, schedule.next_run_at, PREVIEW_COUNT - 1),
+                    ]
+                else:
+                    times = cadence.next_fire_times(schedule, timezone.now(), PREVIEW_COUNT)
+                cache[schedule.pk] = (cadence.describe(schedule), times, None)
+            except cadence.CadenceError as exc:
+                cache[schedule.pk] = (f"{schedule.get_cadence_display()} ({schedule.timezone})", [], str(exc))
+        return cache[schedule.pk]
 
 
 class ScheduleWriteSerializer(serializers.Serializer):
@@ -88,14 +104,14 @@ class ScheduleWriteSerializer(serializers.Serializer):
     time_of_day = HourMinuteField(required=False, allow_null=True)
     weekdays = serializers.ListField(child=serializers.ChoiceField(choices=WEEKDAYS), required=False)
     interval_minutes = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=2**31 - 1
+        required=False, allow_null=True, min_value=1, max_value=MAX_INTERVAL_MINUTES
     )
     run_at = serializers.DateTimeField(required=False, allow_null=True)
     cron_expression = serializers.CharField(required=False, allow_blank=True, max_length=120)
     catchup_window_seconds = serializers.IntegerField(
         required=False,
         min_value=int(schedule_services.MIN_CATCHUP_WINDOW.total_seconds()),
-        max_value=365 * 86400,
+        max_value=int(schedule_services.MAX_CATCHUP_WINDOW.total_seconds()),
     )
     overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, required=False)
 

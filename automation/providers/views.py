@@ -5,8 +5,6 @@ its ``clientState`` (Outlook). Verification and storage happen in the request; t
 sent to a worker when the ingestion transaction commits, so the answer comes quickly.
 """
 
-import json
-
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -17,20 +15,13 @@ from automation.models import Action
 from automation.providers import outlook, webhook
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 from automation.services.rate_limits import action_rate_check
+from automation.strict_json import loads as parse_json
 
 
 def error(status: int, detail: str, reason: str) -> JsonResponse:
     """A refused delivery: JSON ``detail``, counted in metrics by a short stable reason."""
     record_webhook_rejection(reason=reason)
     return JsonResponse({"detail": detail}, status=status)
-
-
-def parse_json(body: bytes):
-    """The decoded body; deeply nested documents are refused like malformed ones."""
-    try:
-        return json.loads(body)
-    except RecursionError as exc:
-        raise ValueError("the JSON is nested too deeply") from exc
 
 
 def rate_limited(action: Action) -> JsonResponse | None:
@@ -97,6 +88,8 @@ def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
         payload = parse_json(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return error(400, f"The body is not valid JSON: {exc}", "malformed")
+    if not isinstance(payload, dict):  # a Standard Webhooks event is an object; null cannot be stored
+        return error(400, "The body is not valid JSON: it must be a JSON object.", "malformed")
     result = ingest_event(
         action=action, event=webhook.inbound_event(action=action, msg_id=msg_id, payload=payload)
     )

@@ -93,18 +93,30 @@ def prune_provider_payloads(*, cutoff, totals: dict) -> None:
         _count(totals, "provider_event_payloads", pruned)
 
 
+def apply_org_retention(*, organization_id: int, days: int, now, totals: dict) -> None:
+    """One organization's expired runs, follow-ups and provider events."""
+    cutoff = now - timedelta(days=days)
+    delete_expired_runs(organization_id=organization_id, cutoff=cutoff, totals=totals)
+    delete_expired_follow_ups(organization_id=organization_id, cutoff=cutoff, totals=totals)
+    delete_expired_provider_events(organization_id=organization_id, cutoff=cutoff, totals=totals)
+
+
 def apply_retention(*, now=None) -> dict:
-    """One pass over every organization; returns the number of rows deleted or pruned per kind."""
+    """One pass over every organization; returns the number of rows deleted or pruned per kind,
+    and ``failed_organizations`` when some could not be processed (each is logged and counted
+    in ``automation_retention_failures_total``; the organizations after it still run)."""
     now = now or timezone.now()
     totals: dict[str, int] = {}
     prune_provider_payloads(
         cutoff=now - timedelta(days=settings.AUTOMATION_PROVIDER_PAYLOAD_RETENTION_DAYS), totals=totals
     )
-    for org_id, days in Organization.objects.order_by("pk").values_list("pk", "retention_days"):
-        cutoff = now - timedelta(days=days)
-        delete_expired_runs(organization_id=org_id, cutoff=cutoff, totals=totals)
-        delete_expired_follow_ups(organization_id=org_id, cutoff=cutoff, totals=totals)
-        delete_expired_provider_events(organization_id=org_id, cutoff=cutoff, totals=totals)
+    for org_id, slug, days in Organization.objects.order_by("pk").values_list("pk", "slug", "retention_days"):
+        try:
+            apply_org_retention(organization_id=org_id, days=days, now=now, totals=totals)
+        except Exception:  # one organization's failure must not stop the others' retention
+            logger.exception("Retention failed for organization %s (retention_days=%s)", slug, days)
+            metrics.RETENTION_FAILURES.inc()
+            totals["failed_organizations"] = totals.get("failed_organizations", 0) + 1
     if totals:
         logger.info("Retention deleted %s", ", ".join(f"{n} {kind}" for kind, n in sorted(totals.items())))
     return totals

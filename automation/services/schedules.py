@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CONTEXT_TYPE = scope.SCHEDULE_CONTEXT_TYPE
 MIN_CATCHUP_WINDOW = timedelta(seconds=60)
+MAX_CATCHUP_WINDOW = timedelta(days=365)
 # What a person configures; everything else on the row is written by the dispatcher.
 CONFIG_FIELDS = (
     "name", "cadence", "time_of_day", "weekdays", "interval_minutes", "run_at", "cron_expression",
@@ -80,9 +81,17 @@ def check_schedule_fields(schedule: Schedule, *, stored: Schedule | None = None,
             errors["weekdays"] = ["Choose at least one weekday."]
         elif unknown := [d for d in days if d not in cadence.WEEKDAYS]:
             errors["weekdays"] = [f"Unknown weekday(s) {unknown}; use {', '.join(cadence.WEEKDAYS)}."]
-    if schedule.cadence == Cadence.INTERVAL and (schedule.interval_minutes or 0) < minimum:
-        errors["interval_minutes"] = [f"Must be at least {minimum} minutes."]
-    if schedule.cadence == Cadence.ONCE:
+    if schedule.cadence == Cadence.INTERVAL:
+        if (schedule.interval_minutes or 0) < minimum:
+            errors["interval_minutes"] = [f"Must be at least {minimum} minutes."]
+        elif schedule.interval_minutes > cadence.MAX_INTERVAL_MINUTES:
+            errors["interval_minutes"] = [
+                f"Must be at most {cadence.MAX_INTERVAL_MINUTES} minutes (366 days); use a cron "
+                "schedule for rarer work."
+            ]
+    if schedule.run_at is not None and (out_of_range := cadence.run_at_out_of_range(schedule.run_at)):
+        errors["run_at"] = [out_of_range]
+    elif schedule.cadence == Cadence.ONCE:
         if schedule.run_at is None:
             errors["run_at"] = ["Required for a one-off schedule."]
         elif schedule.run_at <= now and _sets_once_moment(schedule, stored):
@@ -96,6 +105,8 @@ def check_schedule_fields(schedule: Schedule, *, stored: Schedule | None = None,
             errors["cron_expression"] = [f"Fires more often than every {minimum} minutes."]
     if schedule.catchup_window is None or schedule.catchup_window < MIN_CATCHUP_WINDOW:
         errors["catchup_window"] = [f"Must be at least {int(MIN_CATCHUP_WINDOW.total_seconds())} seconds."]
+    elif schedule.catchup_window > MAX_CATCHUP_WINDOW:
+        errors["catchup_window"] = [f"Must be at most {MAX_CATCHUP_WINDOW.days} days."]
     if schedule.overlap_policy not in OverlapPolicy.values:
         errors["overlap_policy"] = [f"Choose one of {', '.join(OverlapPolicy.values)}."]
     if schedule.agent.organization_id != schedule.organization_id:

@@ -32,15 +32,21 @@ def _agent_or_404(access: Access, agent_id: int):
 
 
 def _schedule_rows(qs) -> list[dict]:
-    """Each schedule with what a person needs to know: when, and why it does not fire."""
+    """Each schedule with what a person needs to know: when, and why it does not fire.
+    A row whose times cannot be computed shows why instead; the others are unaffected."""
     rows = []
     schedules = list(qs.select_related("organization", "agent", "run_as"))
     refusals = scope.run_as_refusals(schedules)
     for schedule in schedules:
+        try:
+            when, error = cadence.describe(schedule), ""
+        except cadence.CadenceError as exc:
+            when, error = schedule.get_cadence_display(), str(exc)
         rows.append(
             {
                 "schedule": schedule,
-                "when": cadence.describe(schedule),
+                "when": when,
+                "error": error,
                 "gate": schedule_services.gate_reason(schedule, refusals=refusals),
             }
         )

@@ -58,6 +58,8 @@ def follow_ups_page(request, access: Access):
         key="scheduled_for",
         descending=group != "active",
     )
+    if page.notice:
+        messages.warning(request, page.notice)
     context = _context(access, group) | {"page": page, "rows": page.rows}
     if request.htmx and request.htmx.target == "follow-ups-region":
         return render(request, "monitor/follow_ups.html#follow-ups-region", context)

@@ -175,6 +175,8 @@ def runs_page(request, access: Access, run_id=None):
         key="created_at",
         descending=True,
     )
+    if page.notice:
+        messages.warning(request, page.notice)
     context.update(
         page=page,
         rows=page.rows,

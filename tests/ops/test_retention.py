@@ -3,11 +3,14 @@
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from agentpress.agents.models import Message
+from agentpress.orgs.models import Organization
 from automation.models import AgentRun, FollowUp, ProviderEvent, RunEvent
 from automation.services import retention
 from automation.states import FollowUpStatus, ProviderEventStatus, RunSource, RunStatus
@@ -128,3 +131,59 @@ def test_a_second_pass_deletes_nothing(roster):
     )
     assert retention.apply_retention()["runs"] == 5
     assert retention.apply_retention() == {}
+
+
+def test_defect7_one_orgs_overflowing_retention_is_recorded_and_the_others_still_run(roster, caplog):
+    """acme (processed first) holds a retention stored before the bound; globex is still cleaned."""
+    Organization.objects.filter(pk=roster.org.pk).update(retention_days=1_000_000)
+    assert roster.org.pk < roster.other_org.pk
+    expired = make_runs(
+        roster.other_agent, roster.other_owner, ThreadFactory(agent=roster.other_agent), 3,
+        status_cycle=TERMINAL, age=timedelta(days=91), prompt="globex",
+    )  # fmt: skip
+    kept = make_runs(
+        roster.agent, roster.owner, ThreadFactory(agent=roster.agent), 2,
+        status_cycle=TERMINAL, age=timedelta(days=91), prompt="acme",
+    )  # fmt: skip
+    failures_before = REGISTRY.get_sample_value("automation_retention_failures_total") or 0.0
+
+    totals = retention.apply_retention()
+
+    assert totals["failed_organizations"] == 1 and totals["runs"] == 3
+    assert not AgentRun.objects.filter(pk__in=expired).exists()
+    assert AgentRun.objects.filter(pk__in=kept).count() == 2
+    assert REGISTRY.get_sample_value("automation_retention_failures_total") == failures_before + 1
+    failed = [r for r in caplog.records if r.getMessage().startswith("Retention failed for organization")]
+    assert [r.getMessage() for r in failed] == [
+        "Retention failed for organization acme (retention_days=1000000)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "days, accepted", [(0, False), (1, True), (36_500, True), (36_501, False), (1_000_000, False)]
+)
+def test_defect7_retention_days_is_bounded_in_the_model_and_the_admin(client, roster, days, accepted):
+    org = Organization.objects.get(pk=roster.org.pk)
+    org.retention_days = days
+    if accepted:
+        org.full_clean()
+    else:
+        with pytest.raises(ValidationError) as refused:
+            org.full_clean()
+        assert "retention_days" in refused.value.message_dict
+
+    client.force_login(roster.owner)
+    response = client.post(
+        f"/admin/orgs/organization/{org.pk}/change/",
+        {
+            "slug": "acme", "name": "Acme", "automations_enabled": "on", "retention_days": str(days),
+            "timezone": "UTC", "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0", "memberships-MAX_NUM_FORMS": "1000",
+        },
+    )  # fmt: skip
+    stored = Organization.objects.get(pk=org.pk).retention_days
+    if accepted:
+        assert response.status_code == 302 and stored == days
+    else:
+        assert response.status_code == 200 and stored == 90
+        assert "Ensure this value is" in response.content.decode()

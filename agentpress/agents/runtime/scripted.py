@@ -38,7 +38,7 @@ def _stop_condition(text: str) -> dict:
     if kind == "deadline" and arg:
         try:
             condition["at"] = (timezone.now() + timedelta(seconds=float(arg))).isoformat()
-        except ValueError:
+        except (ValueError, OverflowError):  # not an offset the calendar holds: the tool judges it as given
             condition["at"] = arg
     elif arg:
         condition["description"] = arg
