@@ -41,6 +41,11 @@ def expires_in(subscription: OutlookSubscription) -> str:
     return f"{hours} h {minutes} min"
 
 
+def delete_remote_on_commit(queryset) -> None:
+    for graph_id in list(queryset.exclude(graph_id="").values_list("graph_id", flat=True)):
+        transaction.on_commit(lambda graph_id=graph_id: tasks.outlook_delete_subscription.delay(graph_id))
+
+
 class OutlookSubscriptionForm(forms.ModelForm):
     class Meta:
         model = OutlookSubscription
@@ -93,8 +98,13 @@ class OutlookSubscriptionAdmin(OrgScopedAdmin):
     def has_add_permission(self, request):
         return False  # each Outlook action has its row
 
-    def has_delete_permission(self, request, obj=None):
-        return False  # it goes with its action
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, OutlookSubscription.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        """Deleting the row (or its action) deletes the Graph subscription too."""
+        delete_remote_on_commit(queryset)
+        super().delete_queryset(request, queryset)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -2,13 +2,11 @@
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.urls import reverse
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
 from agentpress.orgs.models import Membership
-from automation import tasks
-from automation.admin.outlook import expires_in, sync_on_commit
+from automation.admin.outlook import delete_remote_on_commit, expires_in, sync_on_commit
 from automation.models import Action, OutlookSubscription, ProviderEvent
 from automation.models.provider_events import new_signing_secret
 from automation.services.outlook import subscription_for
@@ -85,14 +83,8 @@ class ActionAdmin(OrgScopedAdmin):
         self.delete_queryset(request, Action.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        graph_ids = list(
-            OutlookSubscription.objects.filter(action__in=queryset)
-            .exclude(graph_id="")
-            .values_list("graph_id", flat=True)
-        )
+        delete_remote_on_commit(OutlookSubscription.objects.filter(action__in=queryset))
         super().delete_queryset(request, queryset)
-        for graph_id in graph_ids:
-            transaction.on_commit(lambda graph_id=graph_id: tasks.outlook_delete_subscription.delay(graph_id))
 
     @admin.action(description="Rotate the signing secret (the previous one keeps working)")
     def rotate_secret(self, request, queryset):
