@@ -79,8 +79,6 @@ def test_a_forged_post_is_answered_once_and_stores_nothing(mailbox, queued):
     assert response.status_code == 401 and "clientState" in response.json()["detail"]
     assert "results" not in response.json()
     assert not ProviderEvent.objects.exists() and not AgentRun.objects.exists() and queued == []
-    mailbox.refresh_from_db()
-    assert mailbox.rate_window_count == 0  # a forged post does not spend the action's limit
 
 
 @pytest.mark.sqlite
