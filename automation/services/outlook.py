@@ -25,7 +25,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from automation.models import Action, OutlookSubscription, ProviderEvent
-from automation.providers import graph, outlook
+from automation.providers.graph import GraphConfig, GraphError, GraphThrottled, client
+from automation.providers.outlook import (
+    MESSAGE_FIELDS,
+    message_event,
+    message_event_id,
+    missing_message_event,
+)
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 
 logger = logging.getLogger(__name__)
@@ -51,7 +57,7 @@ def subscription_for(action: Action) -> OutlookSubscription:
 
 def configuration_problems(subscription: OutlookSubscription) -> list[str]:
     """What an operator must still set before the subscription can exist (shown on the page)."""
-    problems = [f"Set {name} in the environment." for name in graph.GraphConfig.from_settings().missing]
+    problems = [f"Set {name} in the environment." for name in GraphConfig.from_settings().missing]
     base = settings.AUTOMATION_PUBLIC_BASE_URL
     if not base:
         problems.append("Set AUTOMATION_PUBLIC_BASE_URL to the public https address Graph delivers to.")
@@ -139,8 +145,8 @@ def message_notified(*, action_id, message_id: str) -> str:
 def subscription_delete_remote(*, graph_id: str) -> None:
     """Delete a Graph subscription whose action is gone; one already gone is fine."""
     try:
-        graph.client().request("DELETE", f"subscriptions/{quote(graph_id, safe='')}")
-    except graph.GraphError as exc:
+        client().request("DELETE", f"subscriptions/{quote(graph_id, safe='')}")
+    except GraphError as exc:
         if exc.status != 404:
             raise
 
@@ -150,29 +156,29 @@ def ingest_message(
 ) -> Ingested:
     """Fetch one message and ingest it as the inbound event of its conversation. A message
     already ingested is a repeat (counted, not fetched); one deleted meanwhile is recorded."""
-    event_id = outlook.message_event_id(message_id)
+    event_id = message_event_id(message_id)
     known = ProviderEvent.objects.filter(action=action, event_id=event_id)
     if known.update(delivery_count=F("delivery_count") + 1):
         return Ingested(known.get(), DUPLICATE)
     mailbox = subscription.mailbox
     try:
-        message = graph.client().request(
+        message = client().request(
             "GET",
             f"users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}",
-            params={"$select": outlook.MESSAGE_FIELDS},
+            params={"$select": MESSAGE_FIELDS},
             headers=BODY_TEXT,
         )
-    except graph.GraphError as exc:
+    except GraphError as exc:
         if exc.status != 404:
             raise
         return ingest_event(
             action=action,
-            event=outlook.missing_message_event(message_id=message_id, mailbox=mailbox),
+            event=missing_message_event(message_id=message_id, mailbox=mailbox),
             ignore_reason="The message was deleted before it could be read.",
         )
     if not isinstance(message, dict) or not isinstance(message.get("id"), str):
-        raise graph.GraphError(f"Graph answered something that is not a message for {message_id}.")
-    event = outlook.message_event(
+        raise GraphError(f"Graph answered something that is not a message for {message_id}.")
+    event = message_event(
         message=message, mailbox=mailbox, subscription_id=subscription.graph_id, source=source
     )
     return ingest_event(action=action, event=event)
@@ -199,7 +205,7 @@ def _failed(subscription: OutlookSubscription, what: str, exc: Exception, *, ren
     now = timezone.now()
     failures = subscription.failure_count + 1
     delay = min(BACKOFF_BASE_SECONDS * 2 ** (failures - 1), BACKOFF_MAX_SECONDS)
-    if isinstance(exc, graph.GraphThrottled):
+    if isinstance(exc, GraphThrottled):
         delay = max(delay, exc.retry_after)
     OutlookSubscription.objects.filter(pk=subscription.pk).update(
         status=Status.FAILING,
@@ -218,7 +224,7 @@ def _maintain(subscription: OutlookSubscription) -> str:
         if subscription.graph_id:
             try:
                 subscription_delete_remote(graph_id=subscription.graph_id)
-            except graph.GraphError as exc:
+            except GraphError as exc:
                 return _failed(subscription, "Deleting the subscription", exc)
         _settle(
             subscription,
@@ -268,7 +274,7 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
     resource = f"users/{subscription.mailbox}/mailFolders('{subscription.folder}')/messages"
     url = hook_url(action)
     try:
-        data = graph.client().request(
+        data = client().request(
             "POST",
             "subscriptions",
             json={
@@ -282,8 +288,8 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
             },
         )
         if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            raise graph.GraphError("Graph created a subscription but sent no id.")
-    except graph.GraphError as exc:
+            raise GraphError("Graph created a subscription but sent no id.")
+    except GraphError as exc:
         return _failed(subscription, "Creating the subscription", exc)
     now = timezone.now()
     OutlookSubscription.objects.filter(pk=subscription.pk).update(
@@ -303,12 +309,12 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
 def _renew(subscription: OutlookSubscription) -> str:
     expires = _expiry()
     try:
-        data = graph.client().request(
+        data = client().request(
             "PATCH",
             f"subscriptions/{quote(subscription.graph_id, safe='')}",
             json={"expirationDateTime": _graph_time(expires)},
         )
-    except graph.GraphError as exc:
+    except GraphError as exc:
         if exc.status == 404:  # Graph dropped it (expired or removed): make a new one, catch up
             OutlookSubscription.objects.filter(pk=subscription.pk).update(graph_id="", status=Status.PENDING)
             subscription.graph_id = ""
@@ -329,7 +335,7 @@ def _resync(subscription: OutlookSubscription, *, counted: bool) -> str:
     """Walk the folder's delta from the stored link and ingest every message found. The first
     time there is no link: the round starts at the subscription's creation, so older mail is
     never taken for new."""
-    client = graph.client()
+    graph = client()
     if subscription.delta_link:
         link, params = subscription.delta_link, None
     else:
@@ -340,10 +346,10 @@ def _resync(subscription: OutlookSubscription, *, counted: bool) -> str:
         params = {"$select": "id", "$filter": f"receivedDateTime ge {since}"}
     try:
         for _ in range(MAX_DELTA_PAGES):
-            page = client.request("GET", link, params=params)
+            page = graph.request("GET", link, params=params)
             params = None
             if not isinstance(page, dict):
-                raise graph.GraphError("Graph answered the delta query with something that is not a page.")
+                raise GraphError("Graph answered the delta query with something that is not a page.")
             for item in page.get("value") or []:
                 if isinstance(item, dict) and isinstance(item.get("id"), str) and "@removed" not in item:
                     ingest_message(
@@ -355,7 +361,7 @@ def _resync(subscription: OutlookSubscription, *, counted: bool) -> str:
             link = page.get("@odata.nextLink") or page.get("@odata.deltaLink") or link
             if "@odata.nextLink" not in page:
                 break
-    except graph.GraphError as exc:
+    except GraphError as exc:
         return _failed(subscription, "Resyncing the mailbox", exc)
     _settle(
         subscription,
