@@ -33,6 +33,9 @@ class OutlookSubscription(models.Model):
     last_resync_at = models.DateTimeField(null=True, blank=True)
     resync_count = models.PositiveIntegerField(default=0)
     delta_link = models.TextField(blank=True)
+    baseline_at = models.DateTimeField(
+        null=True, blank=True, help_text="Mail received before the first subscription is never taken for new."
+    )
     last_error = models.TextField(blank=True)
     failure_count = models.PositiveIntegerField(default=0, help_text="Consecutive failed Graph calls.")
     renewal_failures = models.PositiveIntegerField(default=0, help_text="Failed renewals, all time.")

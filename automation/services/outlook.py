@@ -292,6 +292,7 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
     except GraphError as exc:
         return _failed(subscription, "Creating the subscription", exc)
     now = timezone.now()
+    OutlookSubscription.objects.filter(pk=subscription.pk, baseline_at__isnull=True).update(baseline_at=now)
     OutlookSubscription.objects.filter(pk=subscription.pk).update(
         graph_id=data["id"],
         resource=resource,
@@ -331,19 +332,28 @@ def _renew(subscription: OutlookSubscription) -> str:
     return "renewed"
 
 
+def _is_new_mail(item, baseline: datetime) -> bool:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or "@removed" in item:
+        return False
+    received = item.get("receivedDateTime")
+    parsed = parse_datetime(received) if isinstance(received, str) else None
+    # one second of slack: Graph's filter compares whole seconds
+    return parsed is None or parsed >= baseline.replace(microsecond=0)
+
+
 def _resync(subscription: OutlookSubscription, *, counted: bool) -> str:
-    """Walk the folder's delta from the stored link and ingest every message found. The first
-    time there is no link: the round starts at the subscription's creation, so older mail is
-    never taken for new."""
+    """Walk the folder's delta from the stored link and ingest every message found. Mail
+    received before ``baseline_at`` (the first subscription) is skipped: a delta also returns
+    old messages that were merely read, flagged or moved, and those are not new mail."""
     graph = client()
+    baseline = subscription.baseline_at or timezone.now()
     if subscription.delta_link:
         link, params = subscription.delta_link, None
     else:
-        since = (
-            (subscription.last_renewed_at or timezone.now()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
-        link = f"users/{quote(subscription.mailbox, safe='@')}/mailFolders/{quote(subscription.folder, safe='')}/messages/delta"
-        params = {"$select": "id", "$filter": f"receivedDateTime ge {since}"}
+        since = baseline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        folder = quote(subscription.folder, safe="")
+        link = f"users/{quote(subscription.mailbox, safe='@')}/mailFolders/{folder}/messages/delta"
+        params = {"$select": "id,receivedDateTime", "$filter": f"receivedDateTime ge {since}"}
     try:
         for _ in range(MAX_DELTA_PAGES):
             page = graph.request("GET", link, params=params)
@@ -351,7 +361,7 @@ def _resync(subscription: OutlookSubscription, *, counted: bool) -> str:
             if not isinstance(page, dict):
                 raise GraphError("Graph answered the delta query with something that is not a page.")
             for item in page.get("value") or []:
-                if isinstance(item, dict) and isinstance(item.get("id"), str) and "@removed" not in item:
+                if _is_new_mail(item, baseline):
                     ingest_message(
                         action=subscription.action,
                         subscription=subscription,

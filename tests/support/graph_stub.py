@@ -71,7 +71,8 @@ class Recorded:
 class GraphStub:
     token_ttl: int = 3600
     subscriptions: dict = field(default_factory=dict)
-    messages: dict = field(default_factory=dict)  # id -> message; insertion order is arrival order
+    messages: dict = field(default_factory=dict)  # id -> message
+    changes: list = field(default_factory=list)  # message ids in the order they arrived or changed
     replies: list = field(default_factory=list)
     requests: list = field(default_factory=list)
     tokens: dict = field(default_factory=dict)  # token -> expiry (time.time())
@@ -82,6 +83,10 @@ class GraphStub:
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # --- what a test arranges -------------------------------------------------------------
+    def touch(self, message_id: str):
+        """An old message changed (read, flagged): it comes round in the next delta again."""
+        self.changes.append(message_id)
+
     def add_message(
         self,
         *,
@@ -105,6 +110,7 @@ class GraphStub:
             "body": {"contentType": "text", "content": body or f"Body of {subject}"},
             "internetMessageId": f"<{n}@example.com>",
         }
+        self.changes.append(message_id)
         return message_id
 
     def fail(self, method: str, path: str, status: int, *, headers=None, times: int = 1, body=None):
@@ -181,8 +187,8 @@ class GraphStub:
         return 404, {}, {"error": {"code": "BadRequest", "message": f"Unknown route {method} {path}"}}
 
     def delta(self, path: str, query: dict) -> dict:
-        """Messages in arrival order after a watermark, ``PAGE_SIZE`` a page."""
-        ids = list(self.messages)
+        """Messages that arrived or changed after a watermark, ``PAGE_SIZE`` a page."""
+        ids = list(self.changes)
         if "$deltatoken" in query:
             start = int(query["$deltatoken"][0])
         elif "$skiptoken" in query:
@@ -193,7 +199,9 @@ class GraphStub:
                 (i for i, m in enumerate(ids) if self.messages[m]["receivedDateTime"] >= since), len(ids)
             )
         page = ids[start : start + PAGE_SIZE]
-        answer = {"value": [{"id": m} for m in page]}
+        answer = {
+            "value": [{"id": m, "receivedDateTime": self.messages[m]["receivedDateTime"]} for m in page]
+        }
         link = f"{self.base_url}{path}"
         if start + PAGE_SIZE < len(ids):
             answer["@odata.nextLink"] = f"{link}?$skiptoken={start + PAGE_SIZE}"
