@@ -6,10 +6,14 @@ import json
 
 import pytest
 from django.test import Client
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from agentpress.agents.models import MessageRole
 from automation import tasks
 from automation.models import AgentRun, OutlookSubscription, ProviderEvent
+from automation.providers import outlook as outlook_provider
 from automation.services import outlook, runs, settlement
 from automation.states import ProviderEventStatus, RunStatus
 from tests.factories import ActionFactory
@@ -197,3 +201,34 @@ def test_second_message_of_the_conversation_reuses_the_thread(mailbox, graph_stu
     follow = AgentRun.objects.exclude(pk=run.pk).get()
     assert follow.thread_id == run.thread_id and follow.status == RunStatus.PENDING
     assert follow.thread.messages.filter(role=MessageRole.EVENT).count() == 2
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+hostile_notification = st.fixed_dictionaries(
+    {"clientState": st.just(SECRET)},
+    optional={
+        "subscriptionId": json_values,
+        "lifecycleEvent": json_values | st.sampled_from(outlook_provider.LIFECYCLE_EVENTS),
+        "resourceData": json_values
+        | st.fixed_dictionaries({}, optional={"id": json_values | st.text(min_size=1), "from": json_values}),
+    },
+)
+
+
+@given(batch=st.lists(hostile_notification, min_size=1, max_size=4))
+@hypothesis_settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_authenticated_hostile_notifications_get_202_or_a_clear_400(mailbox, queued, batch):
+    stored, sent = ProviderEvent.objects.count(), len(queued)
+    response = notify(mailbox, {"value": batch})
+    assert response.status_code in (202, 400), response.content
+    if response.status_code == 400:
+        assert response.json()["detail"].startswith("Not a Microsoft Graph change notification")
+        assert ProviderEvent.objects.count() == stored and len(queued) == sent
