@@ -93,6 +93,8 @@ class ActionAdmin(OrgScopedAdmin):
             # keep the newest previous secret so senders can switch over without failed deliveries
             action.signing_secret = " ".join([secret, *action.signing_secret.split()[:1]])
             action.save(update_fields=["signing_secret"])
+            if action.provider == Action.Provider.OUTLOOK:
+                sync_on_commit(action.pk)  # Graph keeps a clientState per subscription: recreate it
             self._show_secret(request, action, secret)
 
     def _show_secret(self, request, action, secret):

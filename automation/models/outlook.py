@@ -26,6 +26,11 @@ class OutlookSubscription(models.Model):
     graph_id = models.CharField(max_length=100, blank=True, help_text="The Graph subscription id.")
     resource = models.CharField(max_length=400, blank=True)
     change_types = models.CharField(max_length=64, default="created")
+    client_state_digest = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the clientState it was made with; a new secret recreates it.",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNCONFIGURED)
     expires_at = models.DateTimeField(null=True, blank=True)
     last_renewed_at = models.DateTimeField(null=True, blank=True)

@@ -14,6 +14,7 @@ Guarantees and what gives them:
   periodic pass resyncs too, so even a notification Graph never sent is picked up.
 """
 
+import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -240,6 +241,8 @@ def _maintain(subscription: OutlookSubscription) -> str:
         return "unconfigured"
     if not subscription.graph_id:
         return _create(subscription, counted_resync=False)
+    if subscription.client_state_digest != _digest(_client_state(action)):
+        return _create(subscription, counted_resync=False, replaces=subscription.graph_id)
     renew_by = timezone.now() + timedelta(seconds=settings.AUTOMATION_OUTLOOK_RENEW_BEFORE_SECONDS)
     renewed = False
     if (
@@ -269,7 +272,17 @@ def _expires_at(data, fallback: datetime) -> datetime:
     return parsed or fallback
 
 
-def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
+def _client_state(action: Action) -> str:
+    return action.signing_secret.split()[0]
+
+
+def _digest(client_state: str) -> str:
+    return hashlib.sha256(client_state.encode()).hexdigest()
+
+
+def _create(subscription: OutlookSubscription, *, counted_resync: bool, replaces: str = "") -> str:
+    """A new Graph subscription with the action's current secret as ``clientState``; when it
+    ``replaces`` one (the secret was rotated), the old one is deleted once the new one exists."""
     action, expires = subscription.action, _expiry()
     resource = f"users/{subscription.mailbox}/mailFolders('{subscription.folder}')/messages"
     url = hook_url(action)
@@ -283,7 +296,7 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
                 "lifecycleNotificationUrl": url,
                 "resource": resource,
                 "expirationDateTime": _graph_time(expires),
-                "clientState": action.signing_secret.split()[0],
+                "clientState": _client_state(action),
                 "latestSupportedTlsVersion": "v1_2",
             },
         )
@@ -295,6 +308,7 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
     OutlookSubscription.objects.filter(pk=subscription.pk, baseline_at__isnull=True).update(baseline_at=now)
     OutlookSubscription.objects.filter(pk=subscription.pk).update(
         graph_id=data["id"],
+        client_state_digest=_digest(_client_state(action)),
         resource=resource,
         expires_at=_expires_at(data, expires),
         status=Status.ACTIVE,
@@ -303,6 +317,11 @@ def _create(subscription: OutlookSubscription, *, counted_resync: bool) -> str:
         last_error="",
     )
     subscription.refresh_from_db()
+    if replaces:
+        try:
+            subscription_delete_remote(graph_id=replaces)
+        except GraphError as exc:  # it stops at its expiry; notifications for it are refused meanwhile
+            logger.warning("Could not delete the replaced Graph subscription %s: %s", replaces, exc)
     outcome = _resync(subscription, counted=counted_resync)
     return "created" if outcome == "resynced" else outcome
 

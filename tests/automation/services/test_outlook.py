@@ -105,6 +105,17 @@ def test_disabling_deletes_it_and_enabling_again_recreates_it(live, graph_stub):
     assert len(graph_stub.subscriptions) == 1
 
 
+def test_a_rotated_secret_recreates_the_subscription_with_it(live, graph_stub):
+    old_id = live.graph_id
+    live.action.signing_secret = f"whsec_rotatedSecretForTheMailbox0000 {SECRET}"
+    live.action.save()
+    assert outlook.subscription_sync(action_id=live.action_id) == "created"
+    live.refresh_from_db()
+    assert list(graph_stub.subscriptions) == [live.graph_id] and live.graph_id != old_id
+    assert graph_stub.subscription()["clientState"] == "whsec_rotatedSecretForTheMailbox0000"
+    assert outlook.subscription_sync(action_id=live.action_id) == "resynced"  # nothing more to change
+
+
 def test_without_graph_settings_the_row_says_what_to_configure(mailbox, settings):
     settings.MS_GRAPH_CLIENT_SECRET = ""
     settings.AUTOMATION_PUBLIC_BASE_URL = ""
