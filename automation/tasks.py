@@ -8,7 +8,16 @@ import logging
 from celery import shared_task
 
 from automation.providers.graph import GraphError, GraphThrottled
-from automation.services import execution, follow_ups, outlook, recovery, retention, schedules, wakeups
+from automation.services import (
+    execution,
+    follow_ups,
+    outlook,
+    outlook_mail,
+    recovery,
+    retention,
+    schedules,
+    wakeups,
+)
 from automation.worker.signals import worker_name
 
 logger = logging.getLogger(__name__)
@@ -70,7 +79,7 @@ def graph_retry(task, exc: GraphError):
 @shared_task(bind=True, name="automation.outlook_ingest_message", max_retries=5)
 def outlook_ingest_message(self, action_id: str, message_id: str) -> str:
     try:
-        return outlook.message_notified(action_id=action_id, message_id=message_id)
+        return outlook_mail.message_notified(action_id=action_id, message_id=message_id)
     except GraphError as exc:
         raise graph_retry(self, exc) from exc
 

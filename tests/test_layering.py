@@ -47,6 +47,7 @@ LAYERS = {
     # Outlook mail and subscriptions: above provider events, whose ingest they feed
     "automation.providers.outlook": 5,
     "automation.services.outlook": 5,
+    "automation.services.outlook_mail": 5,
     # the worker
     "automation.services.execution": 6,
     "automation.services.recovery": 6,

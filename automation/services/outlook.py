@@ -8,10 +8,9 @@ Guarantees and what gives them:
   ``renewal_failures``) and retried with exponential backoff (``Retry-After`` when Graph gives a
   longer one) by ``maintain_subscriptions``, the periodic task that also renews every
   subscription ``AUTOMATION_OUTLOOK_RENEW_BEFORE_SECONDS`` before it expires.
-- Every message reaches the thread through ``ingest_message``, whether a notification named it
-  or a resync found it: one event id per message, so nothing doubles. A resync advances the
-  stored delta link only once every message of the round is ingested, so nothing is lost; the
-  periodic pass resyncs too, so even a notification Graph never sent is picked up.
+- Resyncs (``outlook_mail.walk_delta``) advance the stored delta link only once every message
+  of the round is ingested, so nothing is lost; the periodic pass resyncs too, so even a
+  notification Graph never sent is picked up.
 """
 
 import hashlib
@@ -25,15 +24,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from automation.models import Action, OutlookSubscription, ProviderEvent
+from automation.models import Action, OutlookSubscription
 from automation.providers.graph import GraphConfig, GraphError, GraphThrottled, client
-from automation.providers.outlook import (
-    MESSAGE_FIELDS,
-    message_event,
-    message_event_id,
-    missing_message_event,
-)
-from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
+from automation.services.outlook_mail import walk_delta
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +34,6 @@ Status = OutlookSubscription.Status
 CLAIM_SECONDS = 120
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_MAX_SECONDS = 3600
-MAX_DELTA_PAGES = 100
-BODY_TEXT = {"Prefer": 'outlook.body-content-type="text"'}
 
 
 class SubscriptionBusy(Exception):
@@ -131,18 +122,6 @@ def lifecycle_handle(*, action_id, kind: str, subscription_id: str) -> str:
     return _resync(claimed, counted=True)
 
 
-def message_notified(*, action_id, message_id: str) -> str:
-    """A notification named this message: ingest it. Graph errors propagate for the task to
-    retry; should every retry fail, the next periodic resync still finds the message."""
-    subscription = OutlookSubscription.objects.select_related("action").filter(action_id=action_id).first()
-    if subscription is None or not subscription.mailbox:
-        return "unconfigured"
-    result = ingest_message(
-        action=subscription.action, subscription=subscription, message_id=message_id, source="notification"
-    )
-    return result.outcome
-
-
 def subscription_delete_remote(*, graph_id: str) -> None:
     """Delete a Graph subscription whose action is gone; one already gone is fine."""
     try:
@@ -150,39 +129,6 @@ def subscription_delete_remote(*, graph_id: str) -> None:
     except GraphError as exc:
         if exc.status != 404:
             raise
-
-
-def ingest_message(
-    *, action: Action, subscription: OutlookSubscription, message_id: str, source: str
-) -> Ingested:
-    """Fetch one message and ingest it as the inbound event of its conversation. A message
-    already ingested is a repeat (counted, not fetched); one deleted meanwhile is recorded."""
-    event_id = message_event_id(message_id)
-    known = ProviderEvent.objects.filter(action=action, event_id=event_id)
-    if known.update(delivery_count=F("delivery_count") + 1):
-        return Ingested(known.get(), DUPLICATE)
-    mailbox = subscription.mailbox
-    try:
-        message = client().request(
-            "GET",
-            f"users/{quote(mailbox, safe='@')}/messages/{quote(message_id, safe='')}",
-            params={"$select": MESSAGE_FIELDS},
-            headers=BODY_TEXT,
-        )
-    except GraphError as exc:
-        if exc.status != 404:
-            raise
-        return ingest_event(
-            action=action,
-            event=missing_message_event(message_id=message_id, mailbox=mailbox),
-            ignore_reason="The message was deleted before it could be read.",
-        )
-    if not isinstance(message, dict) or not isinstance(message.get("id"), str):
-        raise GraphError(f"Graph answered something that is not a message for {message_id}.")
-    event = message_event(
-        message=message, mailbox=mailbox, subscription_id=subscription.graph_id, source=source
-    )
-    return ingest_event(action=action, event=event)
 
 
 def _claim(pk) -> OutlookSubscription | None:
@@ -351,45 +297,9 @@ def _renew(subscription: OutlookSubscription) -> str:
     return "renewed"
 
 
-def _is_new_mail(item, baseline: datetime) -> bool:
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or "@removed" in item:
-        return False
-    received = item.get("receivedDateTime")
-    parsed = parse_datetime(received) if isinstance(received, str) else None
-    # one second of slack: Graph's filter compares whole seconds
-    return parsed is None or parsed >= baseline.replace(microsecond=0)
-
-
 def _resync(subscription: OutlookSubscription, *, counted: bool) -> str:
-    """Walk the folder's delta from the stored link and ingest every message found. Mail
-    received before ``baseline_at`` (the first subscription) is skipped: a delta also returns
-    old messages that were merely read, flagged or moved, and those are not new mail."""
-    graph = client()
-    baseline = subscription.baseline_at or timezone.now()
-    if subscription.delta_link:
-        link, params = subscription.delta_link, None
-    else:
-        since = baseline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        folder = quote(subscription.folder, safe="")
-        link = f"users/{quote(subscription.mailbox, safe='@')}/mailFolders/{folder}/messages/delta"
-        params = {"$select": "id,receivedDateTime", "$filter": f"receivedDateTime ge {since}"}
     try:
-        for _ in range(MAX_DELTA_PAGES):
-            page = graph.request("GET", link, params=params)
-            params = None
-            if not isinstance(page, dict):
-                raise GraphError("Graph answered the delta query with something that is not a page.")
-            for item in page.get("value") or []:
-                if _is_new_mail(item, baseline):
-                    ingest_message(
-                        action=subscription.action,
-                        subscription=subscription,
-                        message_id=item["id"],
-                        source="resync",
-                    )
-            link = page.get("@odata.nextLink") or page.get("@odata.deltaLink") or link
-            if "@odata.nextLink" not in page:
-                break
+        link = walk_delta(subscription)
     except GraphError as exc:
         return _failed(subscription, "Resyncing the mailbox", exc)
     _settle(

@@ -14,7 +14,7 @@ from agentpress.agents.models import MessageRole
 from automation import tasks
 from automation.models import AgentRun, OutlookSubscription, ProviderEvent
 from automation.providers import outlook as outlook_provider
-from automation.services import outlook, runs, settlement
+from automation.services import outlook_mail, runs, settlement
 from automation.states import ProviderEventStatus, RunStatus
 from tests.factories import ActionFactory
 
@@ -193,11 +193,11 @@ def test_second_message_of_the_conversation_reuses_the_thread(mailbox, graph_stu
     monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
     first_id = graph_stub.add_message(subject="Refund", conversation="conv-7")
     second_id = graph_stub.add_message(subject="Re: Refund", conversation="conv-7")
-    outlook.message_notified(action_id=mailbox.pk, message_id=first_id)
+    outlook_mail.message_notified(action_id=mailbox.pk, message_id=first_id)
     run = AgentRun.objects.get()
     lease = runs.claim_run(run_id=run.pk, worker="w1")
     settlement.complete_run(run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="w1")
-    assert outlook.message_notified(action_id=mailbox.pk, message_id=second_id) == "started"
+    assert outlook_mail.message_notified(action_id=mailbox.pk, message_id=second_id) == "started"
     follow = AgentRun.objects.exclude(pk=run.pk).get()
     assert follow.thread_id == run.thread_id and follow.status == RunStatus.PENDING
     assert follow.thread.messages.filter(role=MessageRole.EVENT).count() == 2

@@ -6,7 +6,7 @@ import pytest
 
 from automation.models import AgentRun, OutlookSubscription
 from automation.providers import graph, outlook_reply
-from automation.services import outlook, runs
+from automation.services import outlook_mail, runs
 from tests.factories import ActionFactory
 
 
@@ -20,8 +20,8 @@ def conversation(roster, graph_stub, monkeypatch):
     OutlookSubscription.objects.create(action=action, organization=roster.org, mailbox="support@acme.example")
     first = graph_stub.add_message(subject="Refund", conversation="conv-9")
     latest = graph_stub.add_message(subject="Re: Refund", conversation="conv-9")
-    outlook.message_notified(action_id=action.pk, message_id=first)
-    outlook.message_notified(action_id=action.pk, message_id=latest)  # deferred behind the first run
+    outlook_mail.message_notified(action_id=action.pk, message_id=first)
+    outlook_mail.message_notified(action_id=action.pk, message_id=latest)  # deferred behind the first run
     run = AgentRun.objects.get()
     return action, run, latest
 

@@ -12,7 +12,7 @@ from agentpress.agents.models import Message, MessageRole
 from automation import tasks
 from automation.models import AgentRun, OutlookSubscription, ProviderEvent
 from automation.providers import graph
-from automation.services import outlook, runs
+from automation.services import outlook, outlook_mail, runs
 from automation.states import ProviderEventStatus
 from tests.factories import ActionFactory
 
@@ -143,10 +143,10 @@ def test_renewal_happens_before_expiry_and_not_earlier(live, graph_stub, time_ma
 def test_a_token_is_reused_until_it_expires(live, graph_stub, time_machine):
     time_machine.move_to(timezone.now())
     assert graph_stub.token_requests() == 1  # creating and the baseline delta shared one token
-    outlook.message_notified(action_id=live.action_id, message_id=graph_stub.add_message(subject="a"))
+    outlook_mail.message_notified(action_id=live.action_id, message_id=graph_stub.add_message(subject="a"))
     assert graph_stub.token_requests() == 1
     time_machine.shift(timedelta(seconds=graph_stub.token_ttl))
-    outlook.message_notified(action_id=live.action_id, message_id=graph_stub.add_message(subject="b"))
+    outlook_mail.message_notified(action_id=live.action_id, message_id=graph_stub.add_message(subject="b"))
     # msal asked for a new token before Graph had to refuse the old one
     assert graph_stub.token_requests() == 2
     assert all(r.headers["authorization"] != "" for r in graph_stub.calls("GET", FETCH))
@@ -200,7 +200,7 @@ def test_a_notification_fetches_the_message_and_writes_it_to_the_thread(live, gr
 def test_the_body_is_bounded(live, graph_stub, settings):
     settings.AUTOMATION_OUTLOOK_MAX_BODY_CHARS = 100
     message_id = graph_stub.add_message(subject="Long", body="x" * 5000)
-    outlook.message_notified(action_id=live.action_id, message_id=message_id)
+    outlook_mail.message_notified(action_id=live.action_id, message_id=message_id)
     event = Message.objects.get(role=MessageRole.EVENT)
     assert "x" * 100 + "\n[… truncated]" in event.content and "x" * 101 not in event.content
 
@@ -215,7 +215,8 @@ def test_a_repeated_notification_fetches_and_starts_nothing_more(live, graph_stu
 
 def test_a_message_deleted_before_it_was_read_is_recorded(live, graph_stub):
     assert (
-        outlook.message_notified(action_id=live.action_id, message_id="gone=") == ProviderEventStatus.IGNORED
+        outlook_mail.message_notified(action_id=live.action_id, message_id="gone=")
+        == ProviderEventStatus.IGNORED
     )
     assert "deleted before it could be read" in message_events(live.action).get().reason
     assert not AgentRun.objects.exists()
@@ -300,7 +301,7 @@ def test_throttled_fetch_waits_for_retry_after(live, graph_stub):
     graph.client().sleep = waits.append
     message_id = graph_stub.add_message(subject="Busy day")
     graph_stub.fail("GET", FETCH, 429, headers={"Retry-After": "3"})
-    assert outlook.message_notified(action_id=live.action_id, message_id=message_id) == "started"
+    assert outlook_mail.message_notified(action_id=live.action_id, message_id=message_id) == "started"
     assert waits == [3.0] and len(graph_stub.calls("GET", FETCH)) == 2
 
 
@@ -325,7 +326,7 @@ def test_the_notification_task_retries_after_retry_after_when_graph_asks_for_lon
 def test_a_revoked_token_is_replaced_once(live, graph_stub):
     graph_stub.revoke_tokens()
     message_id = graph_stub.add_message(subject="After revocation")
-    assert outlook.message_notified(action_id=live.action_id, message_id=message_id) == "started"
+    assert outlook_mail.message_notified(action_id=live.action_id, message_id=message_id) == "started"
     assert graph_stub.token_requests() == 2
 
 
