@@ -1,4 +1,4 @@
-"""Outlook subscriptions and mail (DESIGN §7a): every enabled Outlook action keeps one Microsoft
+"""Outlook subscriptions (DESIGN §7a): every enabled Outlook action keeps one Microsoft
 Graph subscription alive, and no e-mail is lost to a dropped or missed notification.
 
 Guarantees and what gives them:
