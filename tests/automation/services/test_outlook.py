@@ -338,3 +338,22 @@ def test_links_outside_graph_are_refused(live, graph_stub):
     )
     live.refresh_from_db()
     assert "outside" in live.last_error and live.status == Status.FAILING
+
+
+def test_a_lifecycle_event_waits_while_another_worker_holds_the_subscription(live, graph_stub):
+    OutlookSubscription.objects.filter(pk=live.pk).update(
+        next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    with pytest.raises(outlook.SubscriptionBusy):
+        outlook.lifecycle_handle(action_id=live.action_id, kind="missed", subscription_id=live.graph_id)
+    assert len(graph_stub.calls("GET", "/delta")) == 1  # only the baseline, when it was created
+
+
+def test_a_message_of_odd_shape_from_graph_is_still_written(live, graph_stub):
+    message_id = graph_stub.add_message(subject="Odd")
+    graph_stub.messages[message_id].update(
+        {"from": {"emailAddress": "not-an-object"}, "body": ["not", "an", "object"], "subject": None}
+    )
+    assert outlook_mail.message_notified(action_id=live.action_id, message_id=message_id) == "started"
+    event = Message.objects.get(role=MessageRole.EVENT)
+    assert "Subject: (no subject)" in event.content and "From:" not in event.content
