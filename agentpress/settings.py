@@ -323,6 +323,27 @@ AUTOMATION_METRICS_MAX_ORGS = env.int("AUTOMATION_METRICS_MAX_ORGS", default=50)
 AUTOMATION_REPLY_URL_ALLOWED_HOSTS = env.list("AUTOMATION_REPLY_URL_ALLOWED_HOSTS", default=[])
 AUTOMATION_REPLY_TIMEOUT_SECONDS = env.float("AUTOMATION_REPLY_TIMEOUT_SECONDS", default=10)
 
+# Outlook through Microsoft Graph (automation/providers/graph.py): app-only auth with client
+# credentials. Both base URLs are settings so tests and air-gapped deployments point elsewhere.
+MS_GRAPH_TENANT_ID = env.str("MS_GRAPH_TENANT_ID", default="")
+MS_GRAPH_CLIENT_ID = env.str("MS_GRAPH_CLIENT_ID", default="")
+MS_GRAPH_CLIENT_SECRET = env.str("MS_GRAPH_CLIENT_SECRET", default="")
+MS_GRAPH_BASE_URL = env.str("MS_GRAPH_BASE_URL", default="https://graph.microsoft.com/v1.0")
+MS_GRAPH_AUTHORITY_URL = env.str("MS_GRAPH_AUTHORITY_URL", default="https://login.microsoftonline.com")
+MS_GRAPH_CA_BUNDLE = env.str("MS_GRAPH_CA_BUNDLE", default="")  # a private CA for both; empty: the system's
+MS_GRAPH_TIMEOUT_SECONDS = env.float("MS_GRAPH_TIMEOUT_SECONDS", default=10)
+MS_GRAPH_MAX_RETRIES = env.int("MS_GRAPH_MAX_RETRIES", default=3)
+MS_GRAPH_MAX_RETRY_AFTER_SECONDS = env.float("MS_GRAPH_MAX_RETRY_AFTER_SECONDS", default=30)
+# Where Graph reaches our hooks (https, public): notification and lifecycle URLs are built on it.
+AUTOMATION_PUBLIC_BASE_URL = env.str("AUTOMATION_PUBLIC_BASE_URL", default="")
+AUTOMATION_OUTLOOK_SUBSCRIPTION_MINUTES = env.int("AUTOMATION_OUTLOOK_SUBSCRIPTION_MINUTES", default=4230)
+AUTOMATION_OUTLOOK_RENEW_BEFORE_SECONDS = env.int("AUTOMATION_OUTLOOK_RENEW_BEFORE_SECONDS", default=86400)
+AUTOMATION_OUTLOOK_RENEW_INTERVAL_SECONDS = env.float(
+    "AUTOMATION_OUTLOOK_RENEW_INTERVAL_SECONDS", default=900
+)
+AUTOMATION_OUTLOOK_MAX_BATCH = env.int("AUTOMATION_OUTLOOK_MAX_BATCH", default=200)
+AUTOMATION_OUTLOOK_MAX_BODY_CHARS = env.int("AUTOMATION_OUTLOOK_MAX_BODY_CHARS", default=20_000)
+
 # Operations (agentpress/ops): metrics, health, logs, retention, worker shutdown.
 # Multi-process metrics (gunicorn workers, Celery prefork children) need one shared
 # directory, named by the environment variable itself before prometheus_client loads.

@@ -7,7 +7,17 @@ import logging
 
 from celery import shared_task
 
-from automation.services import execution, follow_ups, recovery, retention, schedules, wakeups
+from automation.providers.graph import GraphError, GraphThrottled
+from automation.services import (
+    execution,
+    follow_ups,
+    outlook,
+    outlook_mail,
+    recovery,
+    retention,
+    schedules,
+    wakeups,
+)
 from automation.worker.signals import worker_name
 
 logger = logging.getLogger(__name__)
@@ -58,3 +68,43 @@ def recover_runs() -> dict:
 @shared_task(name="automation.apply_retention")
 def apply_retention() -> dict:
     return retention.apply_retention()
+
+
+def graph_retry(task, exc: GraphError):
+    """Retry a Graph call later: after ``Retry-After`` when throttled, else with backoff."""
+    countdown = exc.retry_after if isinstance(exc, GraphThrottled) else 30 * 2**task.request.retries
+    return task.retry(exc=exc, countdown=countdown)
+
+
+@shared_task(bind=True, name="automation.outlook_ingest_message", max_retries=5)
+def outlook_ingest_message(self, action_id: str, message_id: str) -> str:
+    try:
+        return outlook_mail.message_notified(action_id=action_id, message_id=message_id)
+    except GraphError as exc:
+        raise graph_retry(self, exc) from exc
+
+
+@shared_task(bind=True, name="automation.outlook_lifecycle", max_retries=5)
+def outlook_lifecycle(self, action_id: str, kind: str, subscription_id: str) -> str:
+    try:
+        return outlook.lifecycle_handle(action_id=action_id, kind=kind, subscription_id=subscription_id)
+    except outlook.SubscriptionBusy as exc:
+        raise self.retry(exc=exc, countdown=outlook.CLAIM_SECONDS) from exc
+
+
+@shared_task(name="automation.outlook_sync_subscription")
+def outlook_sync_subscription(action_id: str) -> str:
+    return outlook.subscription_sync(action_id=action_id)
+
+
+@shared_task(bind=True, name="automation.outlook_delete_subscription", max_retries=5)
+def outlook_delete_subscription(self, graph_id: str) -> None:
+    try:
+        outlook.subscription_delete_remote(graph_id=graph_id)
+    except GraphError as exc:
+        raise graph_retry(self, exc) from exc
+
+
+@shared_task(name="automation.maintain_outlook_subscriptions")
+def maintain_outlook_subscriptions() -> dict:
+    return outlook.maintain_subscriptions()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from monitor.views import agents, bulk, follow_ups, runs, threads
+from monitor.views import actions, agents, bulk, follow_ups, runs, threads
 
 app_name = "monitor"
 
@@ -23,6 +23,8 @@ urlpatterns = [
     path(f"{runs_root}<uuid:run_id>/retry/", runs.run_retry, name="run-retry"),
     path("threads/<int:thread_id>/", threads.thread_page, name="thread"),
     path("agents/", agents.agents_page, name="agents"),
+    path("agents/actions/", actions.actions_page, name="actions"),
+    path("agents/actions/<uuid:action_id>/", actions.action_page, name="action"),
     path("agents/<int:agent_id>/capabilities/", agents.capabilities_page, name="capabilities"),
     path("agents/<int:agent_id>/schedules/new/", agents.schedule_new, name="schedule-new"),
     path("agents/<int:agent_id>/schedules/preview/", agents.schedule_preview, name="schedule-preview"),

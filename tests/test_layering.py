@@ -23,6 +23,7 @@ LAYERS = {
     "automation.cadence": 1,
     # models, and the rules that read them (no writes, no services)
     "agentpress": 2,
+    "automation.providers.graph": 2,  # an outbound client, like the agent runtimes
     "automation.models": 2,
     "automation.stop_conditions": 2,
     "automation.follow_up_requests": 2,
@@ -45,6 +46,10 @@ LAYERS = {
     # settling a run's end
     "automation.services.settlement": 5,
     "automation.services.limits": 5,
+    # Outlook mail and subscriptions: above provider events, whose ingest they feed
+    "automation.providers.outlook": 5,
+    "automation.services.outlook": 5,
+    "automation.services.outlook_mail": 5,
     # the worker
     "automation.services.execution": 6,
     "automation.services.recovery": 6,

@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from agentpress.ops.outlook_metrics import OutlookSubscriptionCollector
 from automation import broker
 from automation.states import (
     FollowUpStatus,
@@ -358,5 +359,6 @@ def scrape(*, include_database: bool = True) -> bytes:
         registry.register(DatabaseCollector())
         registry.register(CapacityCollector())
         registry.register(QueueDepthCollector())
+        registry.register(OutlookSubscriptionCollector())
         body += generate_latest(registry)
     return body

@@ -6,8 +6,10 @@ from django.urls import reverse
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
 from agentpress.orgs.models import Membership
-from automation.models import Action, ProviderEvent
+from automation.admin.outlook import delete_remote_on_commit, expires_in, sync_on_commit
+from automation.models import Action, OutlookSubscription, ProviderEvent
 from automation.models.provider_events import new_signing_secret
+from automation.services.outlook import subscription_for
 
 
 class ActionForm(forms.ModelForm):
@@ -45,7 +47,7 @@ class ActionAdmin(OrgScopedAdmin):
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "id"]
     list_select_related = ["organization", "agent", "run_as"]
-    readonly_fields = ["id", "hook_path", "secrets_held", "created_at"]
+    readonly_fields = ["id", "hook_path", "secrets_held", "outlook_health", "created_at"]
     actions = ["rotate_secret"]
 
     @admin.display(description="Hook URL path")
@@ -57,12 +59,32 @@ class ActionAdmin(OrgScopedAdmin):
         count = len(action.signing_secret.split())
         return f"{count} secret(s) configured; a secret is only shown when it is created."
 
+    @admin.display(description="Outlook subscription")
+    def outlook_health(self, action):
+        subscription = OutlookSubscription.objects.filter(action_id=action.pk).first()
+        if subscription is None:
+            return "—"
+        return (
+            f"{subscription.get_status_display()}, expires in {expires_in(subscription)}, "
+            f"{subscription.resync_count} resync(s){'; ' + subscription.last_error if subscription.last_error else ''}"
+        )
+
     def save_model(self, request, obj, form, change):
         if obj.provider == Action.Provider.OUTLOOK:
             obj.context_type, obj.context_key_pointer = "email_thread", ""
         super().save_model(request, obj, form, change)
+        if obj.provider == Action.Provider.OUTLOOK:
+            subscription_for(obj)
+            sync_on_commit(obj.pk)  # enabling creates the Graph subscription, disabling removes it
         if not change:
             self._show_secret(request, obj, obj.signing_secret)
+
+    def delete_model(self, request, obj):
+        self.delete_queryset(request, Action.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        delete_remote_on_commit(OutlookSubscription.objects.filter(action__in=queryset))
+        super().delete_queryset(request, queryset)
 
     @admin.action(description="Rotate the signing secret (the previous one keeps working)")
     def rotate_secret(self, request, queryset):
@@ -71,6 +93,8 @@ class ActionAdmin(OrgScopedAdmin):
             # keep the newest previous secret so senders can switch over without failed deliveries
             action.signing_secret = " ".join([secret, *action.signing_secret.split()[:1]])
             action.save(update_fields=["signing_secret"])
+            if action.provider == Action.Provider.OUTLOOK:
+                sync_on_commit(action.pk)  # Graph keeps a clientState per subscription: recreate it
             self._show_secret(request, action, secret)
 
     def _show_secret(self, request, action, secret):

@@ -4,6 +4,7 @@
 import django_filters
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.urls import path, reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
@@ -11,9 +12,10 @@ from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
 from agentpress.orgs.models import Membership
-from automation import scope, selectors
+from automation import scope, selectors, tasks
 from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, parse_uuid
 from automation.models import Action, ProviderEvent
+from automation.services import outlook as outlook_services
 from automation.services import provider_events as event_services
 from automation.states import ProviderEventStatus, RunSource
 
@@ -160,6 +162,9 @@ class ActionListView(OrgScopedView):
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
         action = event_services.action_create(**data.validated_data)
+        if action.provider == Action.Provider.OUTLOOK:
+            outlook_services.subscription_for(action)
+            transaction.on_commit(lambda: tasks.outlook_sync_subscription.delay(str(action.pk)))
         body = CreatedActionSerializer(action, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_201_CREATED)
 

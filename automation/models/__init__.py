@@ -1,5 +1,6 @@
 from .audit import AuditEntry
 from .follow_ups import FollowUp, FollowUpRefusal
+from .outlook import OutlookSubscription
 from .provider_events import Action, ProviderEvent, RefusedDelivery
 from .runs import AgentRun, ModelCall, RunEvent, ToolCall, Worker
 from .schedules import Schedule
@@ -11,6 +12,7 @@ __all__ = [
     "FollowUp",
     "FollowUpRefusal",
     "ModelCall",
+    "OutlookSubscription",
     "ProviderEvent",
     "RefusedDelivery",
     "RunEvent",

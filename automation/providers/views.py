@@ -5,17 +5,25 @@ its ``clientState`` (Outlook). Verification and storage happen in the request; t
 sent to a worker when the ingestion transaction commits, so the answer comes quickly.
 """
 
+import logging
+
+import kombu.exceptions
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from agentpress.ops.metrics import record_webhook_rejection
+from automation import tasks
 from automation.models import Action
 from automation.providers import outlook, webhook
+from automation.services import outlook as outlook_services
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 from automation.services.rate_limits import action_rate_check
 from automation.strict_json import loads as parse_json
+
+logger = logging.getLogger(__name__)
 
 
 def error(status: int, detail: str, reason: str) -> JsonResponse:
@@ -97,33 +105,53 @@ def webhook_delivery(request, action: Action, body: bytes) -> JsonResponse:
 
 
 def outlook_delivery(action: Action, body: bytes) -> JsonResponse:
+    """Cap, authenticate, then validate, count and act, in that order: a forged post (no
+    notification with the action's ``clientState``) is answered 401 without a row or a count.
+    Messages are fetched by a worker (Graph wants an answer within 3 seconds); a broker that
+    cannot take the work answers 503, so Graph delivers again."""
     try:
         batch = outlook.notifications(parse_json(body))
+    except outlook.BatchTooLarge as exc:
+        return error(413, str(exc), "too_large")
     except (ValueError, outlook.MalformedNotification) as exc:
+        return error(400, f"Not a Microsoft Graph change notification: {exc}", "malformed")
+    genuine = outlook.authentic(batch, action.signing_secret)
+    if not genuine:
+        return error(401, "No notification carried the action's clientState.", "bad_client_state")
+    try:
+        parsed = [outlook.parse(notification) for notification in genuine]
+    except outlook.MalformedNotification as exc:
         return error(400, f"Not a Microsoft Graph change notification: {exc}", "malformed")
     if refused := rate_limited(action):
         return refused
-    results, rejected = [], 0
-    for notification in batch:
-        if not outlook.client_state_matches(notification, action.signing_secret):
-            rejected += 1
-            result = ingest_event(
-                action=action,
-                event=outlook.rejected_event(notification),
-                ignore_reason="Rejected: the clientState does not match the action's secret.",
-            )
-        elif outlook.is_lifecycle(notification):
-            result = ingest_event(
-                action=action,
-                event=outlook.lifecycle_event(notification),
-                ignore_reason=f"Lifecycle notification ({notification['lifecycleEvent']}); it starts no run.",
-            )
-        else:
-            result = ingest_event(action=action, event=outlook.inbound_event(notification))
-        results.append(answer(result))
-    if rejected == len(batch):
-        record_webhook_rejection(reason="bad_client_state")
-        return JsonResponse(
-            {"detail": "No notification carried the action's clientState.", "results": results}, status=401
+    outlook_services.notification_received(action_id=action.pk)
+    results = []
+    try:
+        for notification in parsed:
+            results.append(outlook_accept(action, notification))
+    except (kombu.exceptions.OperationalError, ConnectionError) as exc:
+        logger.warning("Could not queue Outlook work for action %s: %s", action.pk, exc)
+        response = error(503, "The work queue is unavailable; deliver again later.", "queue_unavailable")
+        response["Retry-After"] = "30"
+        return response
+    return JsonResponse({"results": results, "rejected": len(batch) - len(genuine)}, status=202)
+
+
+def outlook_accept(action: Action, notification: outlook.Notification) -> dict:
+    if not notification.lifecycle_event:
+        tasks.outlook_ingest_message.delay(str(action.pk), notification.message_id)
+        return {"messageId": notification.message_id, "status": "queued"}
+    result = ingest_event(
+        action=action,
+        event=outlook.lifecycle_event(notification, received_at=timezone.now().isoformat()),
+        ignore_reason=f"Lifecycle notification ({notification.lifecycle_event}); the subscription is updated.",
+    )
+    if result.outcome != DUPLICATE:
+        tasks.outlook_lifecycle.delay(
+            str(action.pk), notification.lifecycle_event, notification.subscription_id
         )
-    return JsonResponse({"results": results}, status=202)
+    return {
+        "lifecycleEvent": notification.lifecycle_event,
+        "status": "queued",
+        "providerEventId": result.event.pk,
+    }

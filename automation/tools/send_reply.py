@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from agentpress.agents.runtime import transport
 from agentpress.ops.logs import redact_secrets
 from automation.models import Action, AgentRun, ToolCall
-from automation.providers import outlook_reply
+from automation.providers import graph, outlook_reply
 from automation.services.tool_calls import Acted
 
 NAME = "send_reply"
@@ -71,9 +71,18 @@ def act(run: AgentRun, *, text: str, idempotency_key: str) -> Acted:
     if action is None:
         return Acted(ToolCall.Outcome.REFUSED, {"ok": False, "error": unavailable(run)})
     if action.provider == Action.Provider.OUTLOOK:
-        outcome = outlook_reply.send(action=action, run=run, text=text, idempotency_key=idempotency_key)
-        result = {"ok": outcome.ok, ("detail" if outcome.ok else "error"): outcome.detail}
-        return Acted(ToolCall.Outcome.DONE if outcome.ok else ToolCall.Outcome.FAILED, result)
+        try:
+            sent = outlook_reply.send(
+                action=action, run=run, thread=run.thread, text=text, idempotency_key=idempotency_key
+            )
+        except outlook_reply.ReplyRefused as exc:
+            return Acted(ToolCall.Outcome.REFUSED, {"ok": False, "error": str(exc)})
+        except graph.GraphError as exc:
+            return Acted(
+                ToolCall.Outcome.FAILED,
+                {"ok": False, "error": f"Microsoft Graph did not take the reply ({exc}); nothing was sent."},
+            )
+        return Acted(ToolCall.Outcome.DONE, {"ok": True, **sent})
     return _post_webhook(action, run, text, idempotency_key)
 
 

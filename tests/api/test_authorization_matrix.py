@@ -238,6 +238,8 @@ ROUTES = [
     Route("schedules", "get", lambda r: f"{RUNS_PAGE}/schedules/", 200),
     Route("thread", "get", lambda r: f"/orgs/acme/threads/{r.pending_run.thread_id}/", 200, scoped_row=True),
     Route("agents", "get", lambda r: "/orgs/acme/agents/", 200),
+    Route("actions", "get", lambda r: "/orgs/acme/agents/actions/", 200),
+    Route("action", "get", lambda r: f"/orgs/acme/agents/actions/{r.action.pk}/", 200, scoped_row=True),
     Route("capabilities", "get", lambda r: f"/orgs/acme/agents/{r.agent.pk}/capabilities/", 200),
     Route("schedule-new", "get", lambda r: f"/orgs/acme/agents/{r.agent.pk}/schedules/new/", 200),
     # the form offers a member only themselves to run as: another member re-renders it with an error

@@ -20,6 +20,10 @@ def periodic_tasks() -> dict[str, tuple[str, float]]:
             "automation.apply_retention",
             settings.AUTOMATION_RETENTION_INTERVAL_SECONDS,
         ),
+        "automation: maintain Outlook subscriptions": (
+            "automation.maintain_outlook_subscriptions",
+            settings.AUTOMATION_OUTLOOK_RENEW_INTERVAL_SECONDS,
+        ),
     }
 
 

@@ -5,7 +5,7 @@ command that sends a correctly signed event to the running demo."""
 import json
 import shlex
 
-from automation.models import Action
+from automation.models import Action, OutlookSubscription
 from automation.providers import outlook
 from automation.providers.webhook import secret_key
 from automation.services.provider_events import InboundEvent, action_create, ingest_event
@@ -25,20 +25,15 @@ def ticket_event(event_id: str, ticket: str, text: str) -> InboundEvent:
     )
 
 
-def mail_notification(n: int, conversation: str, subject: str, state: str) -> dict:
+def mail_message(n: int, conversation: str, subject: str) -> dict:
+    """A message as Graph returns it; the demo has no tenant, so it is ingested as if fetched."""
     return {
-        "id": f"demo-notification-{n}",
-        "subscriptionId": "7f105c7d-2dc5-4530-97cd-4e7ae6534c07",
-        "changeType": "created",
-        "clientState": state,
-        "resource": f"Users/demo/Messages/demo-message-{n}",
-        "tenantId": "84bd8158-6d4d-4958-8b9f-9d6445542f95",
-        "resourceData": {
-            "@odata.type": "#Microsoft.Graph.Message",
-            "id": f"demo-message-{n}",
-            "conversationId": conversation,
-            "subject": subject,
-        },
+        "id": f"demo-message-{n}",
+        "conversationId": conversation,
+        "subject": subject,
+        "receivedDateTime": f"2026-01-0{n}T09:00:00Z",
+        "from": {"emailAddress": {"name": "Dana Whitfield", "address": "dana@example.com"}},
+        "body": {"contentType": "text", "content": "Hello, I was charged twice for invoice 1042."},
     }
 
 
@@ -66,17 +61,24 @@ def seed(command, *, acme, globex, agents, users):
         ingest_event(action=tickets, event=ticket_event("msg_demo_1", "T-2001", "My order never arrived."))
         ingest_event(action=tickets, event=ticket_event("msg_demo_2", "T-2001", "Any news?"))  # deferred
         ingest_event(action=tickets, event=ticket_event("msg_demo_1", "T-2001", "My order never arrived."))
+    # no tenant: the action's page lists the Graph settings an operator still has to provide
+    OutlookSubscription.objects.get_or_create(
+        action=mailbox, defaults={"organization": acme, "mailbox": "support@acme.example"}
+    )
     if not mailbox.events.exists():
-        state = mailbox.signing_secret.split()[0]
         for n, subject in [(1, "Invoice question"), (2, "Re: Invoice question")]:  # started, then coalesced
-            notification = mail_notification(n, "demo-conversation-1", subject, state)
-            ingest_event(action=mailbox, event=outlook.inbound_event(notification))
+            message = mail_message(n, "demo-conversation-1", subject)
+            ingest_event(
+                action=mailbox,
+                event=outlook.message_event(message=message, mailbox="support@acme.example", source="demo"),
+            )
         ingest_event(
             action=mailbox,
             event=outlook.lifecycle_event(
-                {"subscriptionId": "7f105c7d-2dc5-4530-97cd-4e7ae6534c07", "lifecycleEvent": "missed"}
+                outlook.Notification("7f105c7d-2dc5-4530-97cd-4e7ae6534c07", lifecycle_event="missed"),
+                received_at="2026-01-02T10:00:00Z",
             ),
-            ignore_reason="Lifecycle notification (missed); it starts no run.",
+            ignore_reason="Lifecycle notification (missed); the subscription is updated.",
         )
     command.stdout.write(command.style.MIGRATE_HEADING("Send a signed webhook event to the running demo:"))
     command.stdout.write(signed_curl(tickets))

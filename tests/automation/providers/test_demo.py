@@ -68,3 +68,14 @@ def test_printed_curl_command_sends_a_correctly_signed_event(roster):
         json.loads(body)["data"]["ticket"]["id"]
         == AgentRun.objects.get(pk=response.json()["runId"]).context_key
     )
+
+
+def test_the_demo_mailbox_page_says_what_to_configure(roster, client, settings):
+    settings.MS_GRAPH_TENANT_ID = settings.MS_GRAPH_CLIENT_ID = settings.MS_GRAPH_CLIENT_SECRET = ""
+    seed(roster)
+    action = Action.objects.get(name="Support mailbox")
+    client.force_login(roster.owner)
+    page = client.get(f"/orgs/acme/agents/actions/{action.pk}/").content.decode()
+    assert "Not connected to a mailbox yet" in page
+    assert "MS_GRAPH_TENANT_ID" in page and "MS_GRAPH_CLIENT_SECRET" in page
+    assert "message:demo-message-1" in page  # its deliveries are listed under it
