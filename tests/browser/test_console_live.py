@@ -1,0 +1,63 @@
+"""The runs page stays live and stable in a real browser: new runs arrive, the panel survives its actions."""
+
+import pytest
+from playwright.sync_api import expect
+
+from automation.models import AgentRun
+from automation.states import RunStatus
+from monitor.views import runs as runs_views
+from tests.factories import AgentRunFactory
+
+pytestmark = pytest.mark.browser
+
+RUNS = "/orgs/acme/agents/monitor/automation-runs/"
+
+
+@pytest.fixture
+def quick_idle_check(monkeypatch):
+    # The idle check's interval is what this test waits on; a short one keeps the wait short.
+    monkeypatch.setattr(runs_views, "IDLE_POLL_SECONDS", 1)
+
+
+def test_a_run_started_while_the_page_is_open_appears(page, sign_in, roster, quick_idle_check):
+    done = AgentRunFactory(agent=roster.agent, run_as=roster.member, status=RunStatus.COMPLETED)
+    sign_in("owner")
+    page.goto(RUNS)
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#summary-cards")).to_have_attribute("data-polling", "idle")
+    assert page.locator("tr.run-row").count() == 1
+
+    arrived = AgentRunFactory(agent=roster.agent, run_as=roster.admin, status=RunStatus.PENDING)
+    expect(page.locator(f"#run-{arrived.pk} .status-pending")).to_be_visible()
+    expect(page.locator('[data-card="pending"]')).to_have_text("1")
+    # the run is active now: the cards poll fast until it settles
+    expect(page.locator("#summary-cards")).to_have_attribute("data-polling", "active")
+    assert page.locator("tr.run-row").first.get_attribute("id") == f"run-{arrived.pk}"
+    assert page.locator(f"#run-{done.pk}").is_visible()
+    assert page.evaluate("window.__sameDocument") is True
+
+
+def test_the_open_panel_survives_cancel_and_retry(page, sign_in, roster):
+    run = AgentRunFactory(agent=roster.agent, run_as=roster.member, status=RunStatus.PENDING)
+    sign_in("owner")
+    page.goto(f"{RUNS}{run.pk}/")
+    page.evaluate("window.__sameDocument = true")
+    panel = page.locator("#detail-panel")
+
+    panel.get_by_role("button", name="Cancel run").click()
+    expect(page.locator(f"#run-{run.pk} .status-cancelled")).to_be_visible()
+    expect(panel.locator(".panel-head .status-cancelled")).to_be_visible()
+    expect(page.locator("#flash")).to_contain_text("Run cancelled")
+    page.wait_for_load_state("networkidle")
+    expect(panel.get_by_role("button", name="Retry as a new run")).to_be_visible()
+
+    panel.get_by_role("button", name="Retry as a new run").click()
+    expect(page.locator("#flash")).to_contain_text("Retry queued as a new run; this is it.")
+    retry = AgentRun.objects.get(retry_of=run)
+    expect(panel.locator(".panel-head .mono")).to_have_text(str(retry.pk)[:8])
+    expect(page.locator(f"#run-{retry.pk}")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    expect(panel).to_be_visible()
+    expect(panel.get_by_text(str(retry.pk))).to_be_visible()
+    assert page.url.endswith(f"{RUNS}{retry.pk}/")
+    assert page.evaluate("window.__sameDocument") is True
