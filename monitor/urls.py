@@ -1,8 +1,23 @@
 """Console pages, mounted at ``orgs/<slug:org_slug>/`` by ``agentpress.urls``."""
 
-from django.urls import path
+from django.urls import path, register_converter
 
-from monitor.views import agents, bulk, follow_ups, runs, threads
+from monitor.views import agents, bulk, follow_ups, runs, search, threads
+
+
+class ShortIdConverter:
+    """The start of a run id as the console shows it (hex digits, 6 or more)."""
+
+    regex = "[0-9a-fA-F]{6,31}"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(ShortIdConverter, "shortid")
 
 app_name = "monitor"
 
@@ -18,7 +33,9 @@ urlpatterns = [
         name="follow-up-cancel",
     ),
     path(f"{runs_root}schedules/", agents.schedules_page, name="schedules"),
+    path(f"{runs_root}search/", search.search_page, name="search"),
     path(f"{runs_root}<uuid:run_id>/", runs.runs_page, name="run-detail"),
+    path(f"{runs_root}<shortid:run_ref>/", search.run_by_short_id, name="run-short"),
     path(f"{runs_root}<uuid:run_id>/cancel/", runs.run_cancel, name="run-cancel"),
     path(f"{runs_root}<uuid:run_id>/retry/", runs.run_retry, name="run-retry"),
     path("threads/<int:thread_id>/", threads.thread_page, name="thread"),

@@ -3,23 +3,14 @@
 from django.http import Http404
 from django.shortcuts import render
 
-from agentpress.agents.models import Thread
 from agentpress.orgs.permissions import Access
-from automation import selectors
+from automation import lookups, selectors
 from monitor.access import console_view
-
-
-def _threads_for(access: Access):
-    """Owners and admins see every thread; members see threads with a run that runs as them."""
-    threads = Thread.objects.filter(organization=access.organization)
-    if access.org_wide:
-        return threads
-    return threads.filter(pk__in=selectors.runs_for(access).values("thread_id"))
 
 
 @console_view(needs_feature=False)
 def thread_page(request, access: Access, thread_id: int):
-    thread = _threads_for(access).select_related("agent").filter(pk=thread_id).first()
+    thread = lookups.threads_for(access).select_related("agent").filter(pk=thread_id).first()
     if thread is None:
         raise Http404("No such conversation.")
     messages = list(

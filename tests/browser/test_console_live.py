@@ -61,3 +61,19 @@ def test_the_open_panel_survives_cancel_and_retry(page, sign_in, roster):
     expect(panel.get_by_text(str(retry.pk))).to_be_visible()
     assert page.url.endswith(f"{RUNS}{retry.pk}/")
     assert page.evaluate("window.__sameDocument") is True
+
+
+def test_slash_focuses_search_and_a_short_id_opens_the_run(page, sign_in, roster):
+    run = AgentRunFactory(
+        agent=roster.agent, run_as=roster.member, status=RunStatus.FAILED, last_error="boom"
+    )
+    AgentRunFactory(agent=roster.agent, run_as=roster.member, status=RunStatus.COMPLETED)
+    sign_in("owner")
+    page.goto(RUNS)
+    page.keyboard.press("/")
+    box = page.locator("#console-search")
+    expect(box).to_be_focused()
+    box.fill(str(run.pk)[:8])
+    box.press("Enter")
+    page.wait_for_url(f"**{RUNS}{run.pk}/")
+    expect(page.locator("#detail-panel pre.error-text")).to_have_text("boom")
