@@ -7,7 +7,15 @@ import logging
 
 from celery import shared_task
 
-from automation.services import execution, follow_ups, recovery, retention, schedules, wakeups
+from automation.services import (
+    execution,
+    follow_ups,
+    recovery,
+    refused_deliveries,
+    retention,
+    schedules,
+    wakeups,
+)
 from automation.worker.signals import worker_name
 
 logger = logging.getLogger(__name__)
@@ -57,4 +65,6 @@ def recover_runs() -> dict:
 
 @shared_task(name="automation.apply_retention")
 def apply_retention() -> dict:
-    return retention.apply_retention()
+    totals = retention.apply_retention()
+    totals["refused_deliveries"] = refused_deliveries.prune_refused_deliveries()
+    return totals

@@ -23,7 +23,8 @@ def _only_target(access: Access, found: lookups.SearchResult) -> str | None:
     if found.context_runs:
         run = found.context_runs[0]
         return reverse("monitor:run-detail", kwargs={"org_slug": slug, "run_id": run.pk})
-    return None
+    events_url = reverse("monitor:provider-events", kwargs={"org_slug": slug})
+    return f"{events_url}?{urlencode({'event_id': found.events[0].event_id})}"
 
 
 @console_view()

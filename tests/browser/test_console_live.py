@@ -1,12 +1,15 @@
 """The runs page stays live and stable in a real browser: new runs arrive, the panel survives its actions."""
 
+import urllib.error
+import urllib.request
+
 import pytest
 from playwright.sync_api import expect
 
 from automation.models import AgentRun
 from automation.states import RunStatus
 from monitor.views import runs as runs_views
-from tests.factories import AgentRunFactory
+from tests.factories import ActionFactory, AgentRunFactory
 
 pytestmark = pytest.mark.browser
 
@@ -77,3 +80,33 @@ def test_slash_focuses_search_and_a_short_id_opens_the_run(page, sign_in, roster
     box.press("Enter")
     page.wait_for_url(f"**{RUNS}{run.pk}/")
     expect(page.locator("#detail-panel pre.error-text")).to_have_text("boom")
+
+
+def test_a_refused_delivery_shows_on_the_provider_events_tab(page, sign_in, roster, live_server, screenshot):
+    action = ActionFactory(agent=roster.agent, run_as=roster.member, name="Zendesk ticket webhook")
+    body = b'{"ticket": {"id": "T-7"}}'
+    request = urllib.request.Request(
+        f"{live_server.url}/hooks/actions/{action.pk}/",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "webhook-id": "msg_1",
+            "webhook-timestamp": "1",
+            "webhook-signature": "v1,AAAA",
+        },
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+
+    sign_in("owner")
+    page.goto(RUNS)
+    page.get_by_role("link", name="Provider events").click()
+    page.get_by_role("link", name="Refused").click()
+    row = page.locator("tr.refused-row").first
+    expect(row).to_contain_text("Zendesk ticket webhook")
+    expect(row).to_contain_text("timestamp")
+    expect(row).to_contain_text("127.0.0.1")
+    expect(row).to_contain_text(f"{len(body)}\xa0bytes")
+    screenshot(page, "provider-events-refused.png")

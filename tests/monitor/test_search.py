@@ -52,8 +52,13 @@ def test_thread_id_context_key_and_event_id_are_found(client, roster, rows, sear
     assert response["Location"] == f"/orgs/acme/threads/{rows['thread'].pk}/"
     response = client.get(search_url, {"q": "T-42"})
     assert response["Location"] == f"{runs_url}{rows['run'].pk}/"
-    page = client.get(search_url, {"q": "evt_abc123"}).content.decode()
-    assert "Provider events with event id" in page and str(rows["run"].pk)[:8] in page
+    response = client.get(search_url, {"q": "evt_abc123"})
+    assert (
+        response["Location"]
+        == "/orgs/acme/agents/monitor/automation-runs/provider-events/?event_id=evt_abc123"
+    )
+    page = client.get(response["Location"]).content.decode()
+    assert "evt_abc123" in page and str(rows["run"].pk)[:8] in page
 
 
 def test_nothing_outside_the_scope_is_found(client, roster, rows, search_url, runs_url):
