@@ -5,6 +5,7 @@ Every status change is a guarded ``UPDATE … WHERE status IN (…)`` from
 timeline of the run that scheduled it (``previous_run``) and, once it fires, of its run.
 """
 
+import json
 import logging
 from datetime import datetime, timedelta
 from functools import partial
@@ -17,7 +18,7 @@ from agentpress.agents.models import Message, MessageRole
 from agentpress.agents.runtime import Tool
 from automation import follow_up_requests, stop_conditions
 from automation.follow_up_requests import Refused
-from automation.models import AgentRun, FollowUp
+from automation.models import AgentRun, FollowUp, FollowUpRefusal
 from automation.services.audit import audit_record
 from automation.services.runs import ContextBusy, format_error, record_event, run_create
 from automation.states import (
@@ -45,9 +46,8 @@ def _record_on_previous(follow_up: FollowUp, kind: str, **detail) -> None:
 
 
 def tools_for_run(*, run, lease_token) -> list[Tool]:
-    """The ``schedule_follow_up`` tool, offered only while the org and the agent allow it."""
-    if follow_up_requests.capability_refusal(run.organization, run.agent):
-        return []
+    """The ``schedule_follow_up`` tool. It is offered even while the capability is off, so a
+    request is refused by name (and recorded) instead of failing as an unknown tool."""
     return [
         Tool(
             name=follow_up_requests.TOOL_NAME,
@@ -79,21 +79,63 @@ def schedule_follow_up(*, run_id, lease_token, arguments) -> dict:
                 .first()
             )
             if run is None:
-                raise Refused(
-                    "This run no longer holds its lease (cancelled or recovered); nothing was scheduled."
+                raise _refused(
+                    "lease_lost",
+                    "This run no longer holds its lease (cancelled or recovered); nothing was scheduled.",
                 )
             refusal = follow_up_requests.capability_refusal(run.organization, run.agent)
             if refusal:
-                raise Refused(refusal)
+                raise _refused("capability_off", refusal)
             follow_up = _create(run, arguments)
             scheduled_for = follow_up.scheduled_for.isoformat()
             record_event(
                 run.pk, "follow_up_scheduled", follow_up_id=follow_up.pk, scheduled_for=scheduled_for
             )
     except Refused as exc:
-        record_event(run_id, "follow_up_refused", reason=str(exc))
+        follow_up_refusal_record(
+            run_id=run_id, code=getattr(exc, "code", "invalid_request"), reason=str(exc), arguments=arguments
+        )
         return {"ok": False, "error": str(exc)}
     return {"ok": True, "follow_up_id": follow_up.pk, "scheduled_for": scheduled_for}
+
+
+def _refused(code: str, reason: str) -> Refused:
+    refused = Refused(reason)
+    refused.code = code
+    return refused
+
+
+# A refused request is kept for reading, not replaying: a huge one is kept as its start.
+MAX_REFUSED_ARGUMENTS_CHARS = 10_000
+
+
+def _bounded(arguments) -> dict:
+    text = json.dumps(arguments, default=str)
+    if len(text) > MAX_REFUSED_ARGUMENTS_CHARS:
+        return {"truncated": text[:MAX_REFUSED_ARGUMENTS_CHARS]}
+    return arguments if isinstance(arguments, dict) else {"arguments": arguments}
+
+
+def follow_up_refusal_record(*, run_id, code: str, reason: str, arguments) -> FollowUpRefusal | None:
+    """Keep a refused request: a ``FollowUpRefusal`` (the Follow-ups tab's "Refused", the API)
+    and the same ``follow_up_refused`` entry on the run's timeline, whatever the reason."""
+    run = AgentRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    refusal = FollowUpRefusal.objects.create(
+        organization_id=run.organization_id,
+        agent_id=run.agent_id,
+        run=run,
+        run_as_id=run.run_as_id,
+        thread_id=run.thread_id,
+        context_type=run.context_type,
+        context_key=run.context_key,
+        code=code,
+        reason=reason,
+        arguments=_bounded(arguments),
+    )
+    record_event(run.pk, "follow_up_refused", refusal_id=refusal.pk, code=code, reason=reason)
+    return refusal
 
 
 def _create(run: AgentRun, arguments) -> FollowUp:
@@ -113,9 +155,10 @@ def _create(run: AgentRun, arguments) -> FollowUp:
     limit = settings.AUTOMATION_FOLLOW_UP_MAX_PENDING_PER_CONTEXT
     pending = _context_follow_ups(follow_up).filter(status=FollowUpStatus.PENDING).count()
     if pending >= limit:
-        raise Refused(
+        raise _refused(
+            "context_limit",
             f"This context already has {pending} pending follow-ups (the limit is {limit}); "
-            "cancel one or wait until one has run."
+            "cancel one or wait until one has run.",
         )
     follow_up.save()
     return follow_up

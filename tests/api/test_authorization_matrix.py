@@ -160,6 +160,7 @@ ROUTES = [
     ),
     # API: follow-ups
     Route("api-follow-ups", "get", lambda r: f"{ACME_API}/agent-run-follow-ups", 200),
+    Route("api-follow-up-refusals", "get", lambda r: f"{ACME_API}/agent-run-follow-up-refusals", 200),
     Route(
         "api-follow-ups",
         "get",
@@ -215,6 +216,12 @@ ROUTES = [
     Route("runs", "get", lambda r: f"{RUNS_PAGE}/", 200),
     Route("runs", "get", lambda r: f"{RUNS_PAGE}/", 200, query={"status": "failed", "source": "manual"}),
     Route("run-detail", "get", lambda r: f"{RUNS_PAGE}/{r.pending_run.pk}/", 200, scoped_row=True),
+    Route("run-short", "get", lambda r: f"{RUNS_PAGE}/{str(r.pending_run.pk)[:8]}/", 302, scoped_row=True),
+    Route("search", "get", lambda r: f"{RUNS_PAGE}/search/", 200),
+    Route("provider-events", "get", lambda r: f"{RUNS_PAGE}/provider-events/", 200),
+    Route(
+        "provider-events", "get", lambda r: f"{RUNS_PAGE}/provider-events/", 200, query={"view": "refused"}
+    ),
     Route("run-cancel", "post", lambda r: f"{RUNS_PAGE}/{r.pending_run.pk}/cancel/", 302, scoped_row=True),
     Route("run-retry", "post", lambda r: f"{RUNS_PAGE}/{r.failed_run.pk}/retry/", 302, scoped_row=True),
     Route(

@@ -7,7 +7,9 @@ import pytest
 from playwright.sync_api import expect
 
 from automation.models import AgentRun
-from automation.states import RunStatus
+from automation.services.execution import execute_run
+from automation.services.runs import run_create
+from automation.states import RunSource, RunStatus
 from monitor.views import runs as runs_views
 from tests.factories import ActionFactory, AgentRunFactory
 
@@ -110,3 +112,26 @@ def test_a_refused_delivery_shows_on_the_provider_events_tab(page, sign_in, rost
     expect(row).to_contain_text("127.0.0.1")
     expect(row).to_contain_text(f"{len(body)}\xa0bytes")
     screenshot(page, "provider-events-refused.png")
+
+
+def test_a_refused_follow_up_is_on_the_tab_and_the_timeline(page, sign_in, roster, screenshot):
+    roster.agent.self_reschedule_enabled = False
+    roster.agent.save()
+    run = run_create(
+        agent=roster.agent,
+        run_as=roster.member,
+        source=RunSource.MANUAL,
+        prompt="!follow_up 7200 check the refund",
+    )
+    assert execute_run(run_id=run.pk, worker="browser-test") == "completed"
+    sign_in("member")
+    page.goto(f"{RUNS}follow-ups/")
+    page.get_by_role("link", name="Refused").click()
+    row = page.locator("tr.refusal-row")
+    expect(row).to_contain_text("capability_off")
+    expect(row).to_contain_text("Self-reschedule")
+    screenshot(page, "follow-ups-refused.png")
+    row.get_by_role("link", name=str(run.pk)[:8]).click()
+    entry = page.locator("#detail-panel .refused-entry")
+    expect(entry).to_contain_text("capability_off")
+    expect(entry).to_contain_text("Self-reschedule")
