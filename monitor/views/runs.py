@@ -25,6 +25,7 @@ from monitor.pagination import paginate
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 POLL_SECONDS = 3
+CONTEXT_RUNS = 10  # "other runs on this context" in the panel, newest first
 # With nothing pending or running the fast poll stops; this slow check only asks whether
 # a run arrived since the page was drawn, and answers 204 (nothing to swap) when none did.
 IDLE_POLL_SECONDS = 30
@@ -100,8 +101,17 @@ def run_detail(access: Access, run_id):
     )
     if run is None:
         raise Http404("No such run.")
+    context_runs = []
+    if run.context_key:
+        context_runs = list(
+            selectors.runs_for(access)
+            .filter(agent_id=run.agent_id, context_type=run.context_type, context_key=run.context_key)
+            .exclude(pk=run.pk)
+            .order_by("-created_at", "-id")[:CONTEXT_RUNS]
+        )
     return {
         "detail": run,
+        "context_runs": context_runs,
         "events": list(run.events.all()),
         "retries": list(run.retries.order_by("created_at")),
         "next_runs": list(run.next_runs.order_by("created_at")),
