@@ -162,6 +162,9 @@ def _schedule_form_page(request, access: Access, agent, schedule: Schedule | Non
             return redirect(f"{_capabilities_url(access, agent)}#schedule-{schedule.pk}")
     if request.method == "POST":
         context.update(_preview(form, access, agent, schedule))
+    elif schedule is not None:
+        # An existing schedule's page opens with its next runs already shown.
+        context.update(_preview(ScheduleForm(initial, access=access), access, agent, schedule))
     return render(request, "agents/schedule_form.html", context | {"form": form})
 
 

@@ -135,3 +135,25 @@ def test_a_refused_follow_up_is_on_the_tab_and_the_timeline(page, sign_in, roste
     entry = page.locator("#detail-panel .refused-entry")
     expect(entry).to_contain_text("capability_off")
     expect(entry).to_contain_text("Self-reschedule")
+
+
+def test_the_cadence_form_shows_only_its_cadences_fields(page, sign_in, roster):
+    sign_in("owner")
+    page.goto(f"/orgs/acme/agents/{roster.agent.pk}/schedules/new/")
+    cadence = page.get_by_label("Cadence")
+    fields = {
+        "daily": [".field-time_of_day"],
+        "weekly": [".field-time_of_day", ".field-weekdays"],
+        "interval": [".field-interval_minutes", ".field-run_at"],
+        "once": [".field-run_at"],
+        "cron": [".field-cron_expression"],
+    }
+    every = {selector for shown in fields.values() for selector in shown}
+    for value, shown in fields.items():
+        cadence.select_option(value)
+        for selector in every:
+            locator = page.locator(f"#schedule-form {selector}")
+            if selector in shown:
+                expect(locator).to_be_visible()
+            else:
+                expect(locator).to_be_hidden()
