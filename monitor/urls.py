@@ -2,7 +2,7 @@
 
 from django.urls import path, register_converter
 
-from monitor.views import agents, audit, bulk, follow_ups, provider_events, runs, search, threads
+from monitor.views import agents, audit, bulk, follow_ups, provider_events, runs, search, threads, trends
 
 
 class ShortIdConverter:
@@ -35,6 +35,8 @@ urlpatterns = [
     path(f"{runs_root}schedules/", agents.schedules_page, name="schedules"),
     path(f"{runs_root}search/", search.search_page, name="search"),
     path(f"{runs_root}audit/", audit.audit_page, name="audit"),
+    path(f"{runs_root}trends/", trends.trends_page, name="trends"),
+    path(f"{runs_root}workers/", trends.workers_page, name="workers"),
     path(f"{runs_root}provider-events/", provider_events.provider_events_page, name="provider-events"),
     path(f"{runs_root}<uuid:run_id>/", runs.runs_page, name="run-detail"),
     path(f"{runs_root}<shortid:run_ref>/", search.run_by_short_id, name="run-short"),

@@ -1,10 +1,12 @@
 """Agents, their Capabilities page (Scheduled runs, Self-reschedule) and their schedules."""
 
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -18,10 +20,12 @@ from automation.services import budgets
 from automation.services import capacity as capacity_services
 from automation.services import limits as limit_services
 from automation.services import schedules as schedule_services
+from automation.states import RunStatus
 from monitor.access import console_view
 from monitor.forms import AgentLimitsForm, ScheduleForm
 
 PREVIEW_COUNT = 5
+FAILED_STATUSES = (RunStatus.FAILED, RunStatus.INTERRUPTED)
 
 
 def _agent_or_404(access: Access, agent_id: int):
@@ -51,9 +55,33 @@ def _capabilities_url(access: Access, agent) -> str:
     )
 
 
+def _with_health(access: Access, agents):
+    """Each agent's last success and failures in the last 24 h, in the viewer's scope (in flight and
+    the limit come from ``capacity``)."""
+    runs = selectors.runs_for(access).filter(agent=OuterRef("pk")).order_by()
+    since = timezone.now() - timedelta(hours=24)
+
+    return agents.annotate(
+        last_success_at=Subquery(
+            runs.filter(status=RunStatus.COMPLETED).order_by("-created_at").values("completed_at")[:1]
+        ),
+        failures_24h=Coalesce(
+            Subquery(
+                runs.filter(status__in=FAILED_STATUSES, created_at__gte=since)
+                .values("agent")
+                .annotate(n=Count("*"))
+                .values("n")[:1]
+            ),
+            0,
+        ),
+    )
+
+
 @console_view(needs_feature=False)
 def agents_page(request, access: Access):
-    agents = list(selectors.agents_for(access).annotate(schedule_count=Count("schedules")))
+    agents = list(
+        _with_health(access, selectors.agents_for(access).annotate(schedule_count=Count("schedules")))
+    )
     capacities = capacity_services.agent_capacities(agents)
     for agent in agents:
         agent.capacity = capacities[agent.pk]

@@ -221,6 +221,8 @@ ROUTES = [
     Route("run-short", "get", lambda r: f"{RUNS_PAGE}/{str(r.pending_run.pk)[:8]}/", 302, scoped_row=True),
     Route("search", "get", lambda r: f"{RUNS_PAGE}/search/", 200),
     Route("audit", "get", lambda r: f"{RUNS_PAGE}/audit/", 200, org_wide_only=True),
+    Route("trends", "get", lambda r: f"{RUNS_PAGE}/trends/", 200),
+    Route("workers", "get", lambda r: f"{RUNS_PAGE}/workers/", 200, org_wide_only=True),
     Route("provider-events", "get", lambda r: f"{RUNS_PAGE}/provider-events/", 200),
     Route(
         "provider-events", "get", lambda r: f"{RUNS_PAGE}/provider-events/", 200, query={"view": "refused"}

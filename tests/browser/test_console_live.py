@@ -2,8 +2,10 @@
 
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from automation.models import AgentRun
@@ -157,3 +159,42 @@ def test_the_cadence_form_shows_only_its_cadences_fields(page, sign_in, roster):
                 expect(locator).to_be_visible()
             else:
                 expect(locator).to_be_hidden()
+
+
+def test_a_custom_range_draws_the_chart_and_the_table_stands_in_without_js(
+    page, sign_in, roster, chromium, live_server, screenshot
+):
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    for minutes, status in ((5, RunStatus.COMPLETED), (10, RunStatus.FAILED), (70, RunStatus.COMPLETED)):
+        run = AgentRunFactory(agent=roster.agent, run_as=roster.member, status=status)
+        at = start + timedelta(minutes=minutes)
+        AgentRun.objects.filter(pk=run.pk).update(
+            created_at=at, started_at=at, completed_at=at + timedelta(seconds=12)
+        )
+    sign_in("owner")
+    page.goto(RUNS)
+    page.get_by_role("link", name="Trends").click()
+    page.get_by_label("From (UTC)").fill(start.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("To (UTC)").fill((start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/trends/?start=*")
+    expect(page.locator("#trend-chart canvas")).to_be_visible()
+    rows = page.locator("#trend-table tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("50 %")
+    screenshot(page, "trends.png")
+    url = page.url
+
+    no_js = chromium.new_context(base_url=live_server.url, java_script_enabled=False)
+    try:
+        plain = no_js.new_page()
+        plain.goto("/accounts/login/")
+        plain.get_by_label("Username").fill("owner")
+        plain.get_by_label("Password").fill("pw")
+        plain.get_by_role("button", name="Sign in").click()
+        plain.goto(url)
+        assert plain.locator("#trend-chart canvas").count() == 0
+        table = plain.locator("#trend-table tbody tr")
+        assert table.count() == 2 and "50 %" in table.first.inner_text()
+    finally:
+        no_js.close()
