@@ -26,6 +26,7 @@ from monitor.forms import AgentLimitsForm, ScheduleForm
 
 PREVIEW_COUNT = 5
 FAILED_STATUSES = (RunStatus.FAILED, RunStatus.INTERRUPTED)
+NO_SCHEDULES = "No schedules yet. Create one to run this agent daily, weekly, every few minutes, once, or on a cron expression."
 
 
 def _agent_or_404(access: Access, agent_id: int):
@@ -130,12 +131,19 @@ def capabilities_page(request, access: Access, agent_id: int):
 
 def _capabilities(request, access: Access, agent, limits_form, status=200):
     rows = _schedule_rows(selectors.schedules_for(access).filter(agent=agent))
+    empty_text = NO_SCHEDULES
+    if not rows and not access.org_wide and agent.schedules.exists():
+        # a member sees only their own schedules; say so rather than "none" when others exist
+        empty_text = "None of this agent's schedules run as you. " + NO_SCHEDULES.removeprefix(
+            "No schedules yet. "
+        )
     start, _, _ = budgets.day_window(access.organization.timezone, timezone.now())
     context = {
         "access": access,
         "organization": access.organization,
         "agent": agent,
         "rows": rows,
+        "schedules_empty_text": empty_text,
         "limits_form": limits_form,
         "capacity": capacity_services.agent_capacities([agent])[agent.pk],
         "usage_today": budgets.usage_since(start, agent_id=agent.pk),
