@@ -260,7 +260,7 @@ def test_polling_refreshes_cards_and_live_rows_then_slows_to_the_idle_check(
     page = client.get(runs_url).content.decode()
     assert 'hx-trigger="every 3s"' in page
     assert f'class="live-id" name="live" value="{run.pk}"' in page
-    since = re.search(r'"since": "([^"]+)"', page).group(1)
+    since = re.search(r'name="since" value="([^"]+)"', page).group(1)
 
     poll = {"HTTP_HX_TARGET": "summary-cards", "HTTP_HX_TRIGGER": "summary-cards", **HTMX}
     response = client.get(runs_url, {"live": run.pk, "since": since}, **poll)
@@ -285,7 +285,7 @@ def test_a_new_run_refreshes_the_first_page_and_is_announced_on_later_ones(
     make_run(status="completed")
     client.force_login(roster.owner)
     page = client.get(runs_url).content.decode()
-    since = re.search(r'"since": "([^"]+)"', page).group(1)
+    since = re.search(r'name="since" value="([^"]+)"', page).group(1)
     poll = {"HTTP_HX_TARGET": "summary-cards", "HTTP_HX_TRIGGER": "summary-cards", **HTMX}
     make_run(status="pending", run_as=roster.member2)
 
@@ -304,7 +304,7 @@ def test_a_new_run_refreshes_the_first_page_and_is_announced_on_later_ones(
     # a member is not told about runs outside their scope
     client.force_login(roster.member)
     page = client.get(runs_url).content.decode()
-    since = re.search(r'"since": "([^"]+)"', page).group(1)
+    since = re.search(r'name="since" value="([^"]+)"', page).group(1)
     make_run(status="pending", run_as=roster.member2)
     assert client.get(runs_url, {"since": since}, **poll).status_code == 204
 
