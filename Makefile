@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check venv migrate seed browser clean migrations bench soak openapi
+.PHONY: run test lint check venv migrate seed browser clean migrations bench soak openapi alerts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Embedded default: SQLite + Celery's filesystem broker under var/, DEBUG on.
+# Web, worker and beat share one metrics directory, so /metrics shows the worker's counters too.
+METRICS_DIR = $(or $(PROMETHEUS_MULTIPROC_DIR),$(or $(AGENTPRESS_VAR_DIR),$(CURDIR)/var)/prometheus)
 run: export DEBUG ?= true
+run: export PROMETHEUS_MULTIPROC_DIR = $(METRICS_DIR)
 run: $(STAMP)
 	mkdir -p var
+	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_periodic_tasks
 	$(BIN)/python manage.py seed_demo
@@ -33,9 +37,18 @@ lint: $(STAMP)
 # Browser tests drive Debian's Chromium; .ci/run installs it, elsewhere install it yourself.
 test: $(STAMP)
 	$(MAKE) lint
+	$(MAKE) alerts
 	$(BIN)/pytest -p no:cacheprovider -n 2 -m "not reliability" $(PYTEST_ARGS)
 	$(BIN)/pytest -p no:cacheprovider -m reliability $(PYTEST_ARGS)
 	DATABASE_URL=sqlite:///$(CURDIR)/var/test-sqlite.sqlite3 $(BIN)/pytest -p no:cacheprovider -n 2 -m sqlite $(PYTEST_ARGS)
+
+# The alerting rules in docs/alerts/: valid, and each one's unit test passes (Debian: apt-get install prometheus).
+# Without promtool this is skipped with a note, except under CI=true where it fails.
+alerts:
+	@if command -v promtool >/dev/null 2>&1; then \
+		cd docs/alerts && promtool check rules *.rules.yml && promtool test rules *.rules.test.yml; \
+	elif [ "$$CI" = "true" ]; then echo "promtool is missing (apt-get install prometheus)" >&2; exit 1; \
+	else echo "promtool not installed: alert rules not checked (apt-get install prometheus)"; fi
 
 check: $(STAMP)
 	$(BIN)/python manage.py check

@@ -8,6 +8,7 @@ from agentpress.orgs.admin import owner_admin_site
 
 urlpatterns = [
     path("", org_views.home, name="home"),
+    path("favicon.ico", org_views.favicon, name="favicon"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", owner_admin_site.urls),

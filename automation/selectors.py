@@ -7,7 +7,7 @@ Owners and admins see the org; members with ``actions:manage`` see only rows who
 from django.db.models import Count, QuerySet
 
 from agentpress.orgs.permissions import Access
-from automation.models import Action, AgentRun, FollowUp, ProviderEvent, Schedule
+from automation.models import Action, AgentRun, FollowUp, FollowUpRefusal, ProviderEvent, Schedule
 from automation.scope import scoped as _scoped
 from automation.scope import threads_for as threads_for
 from automation.states import FOLLOW_UP_ACTIVE, RunStatus
@@ -33,6 +33,10 @@ def schedules_for(access: Access) -> QuerySet[Schedule]:
 
 def follow_ups_for(access: Access) -> QuerySet[FollowUp]:
     return _scoped(FollowUp.objects.all(), access)
+
+
+def follow_up_refusals_for(access: Access) -> QuerySet[FollowUpRefusal]:
+    return _scoped(FollowUpRefusal.objects.all(), access)
 
 
 def actions_for(access: Access) -> QuerySet[Action]:

@@ -14,6 +14,7 @@ from automation.services import (
     outlook,
     outlook_mail,
     recovery,
+    refused_deliveries,
     retention,
     schedules,
     wakeups,
@@ -67,7 +68,9 @@ def recover_runs() -> dict:
 
 @shared_task(name="automation.apply_retention")
 def apply_retention() -> dict:
-    return retention.apply_retention()
+    totals = retention.apply_retention()
+    totals["refused_deliveries"] = refused_deliveries.prune_refused_deliveries()
+    return totals
 
 
 def graph_retry(task, exc: GraphError):

@@ -1,6 +1,6 @@
 """The runs table's filters, read from the query string so a filtered view is a shareable URL."""
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django import forms
 from django.db.models import QuerySet
@@ -18,7 +18,29 @@ CREATED_WITHIN = {
     "30d": ("Last 30 days", timedelta(days=30)),
 }
 
-FILTER_NAMES = ("agent", "source", "status", "waiting", "context_type", "context_key", "created")
+FILTER_NAMES = (
+    "agent",
+    "source",
+    "status",
+    "waiting",
+    "context_type",
+    "context_key",
+    "thread",
+    "created",
+    "created_after",
+    "created_before",
+)
+# <input type="datetime-local"> sends minutes (or seconds); ISO 8601 is accepted too.
+INSTANT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+
+
+class InstantField(forms.DateTimeField):
+    """A UTC instant typed into the filter bar; a value with an offset keeps its offset."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local", "step": "60"}, format="%Y-%m-%dT%H:%M")
+
+    def __init__(self, **kwargs):
+        super().__init__(input_formats=INSTANT_FORMATS, required=False, **kwargs)
 
 
 class RunFilterForm(forms.Form):
@@ -30,11 +52,21 @@ class RunFilterForm(forms.Form):
     )
     context_type = forms.CharField(required=False, max_length=64, label="Context type")
     context_key = forms.CharField(required=False, max_length=255, label="Context key")
+    thread = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1, label="Thread id")
     created = forms.ChoiceField(
         choices=[("", "Any time"), *((k, label) for k, (label, _) in CREATED_WITHIN.items())],
         required=False,
         label="Created",
     )
+    created_after = InstantField(label="From (UTC)")
+    created_before = InstantField(label="To (UTC)")
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("created_after"), data.get("created_before")
+        if start and end and start >= end:
+            self.add_error("created_before", "Must be after From.")
+        return data
 
     def __init__(self, data, *, access: Access):
         super().__init__({k: data.get(k, "") for k in FILTER_NAMES})
@@ -51,8 +83,14 @@ class RunFilterForm(forms.Form):
                 qs = qs.filter(**{name: data[name]})
         if data.get("waiting"):
             qs = qs.filter(admission.waiting_filter(data["waiting"]))
+        if data.get("thread"):
+            qs = qs.filter(thread_id=data["thread"])
         if data.get("created"):
             qs = qs.filter(created_at__gte=timezone.now() - CREATED_WITHIN[data["created"]][1])
+        if data.get("created_after"):
+            qs = qs.filter(created_at__gte=data["created_after"])
+        if data.get("created_before"):
+            qs = qs.filter(created_at__lt=data["created_before"])
         return qs
 
     def params(self) -> list[tuple[str, str]]:
@@ -60,6 +98,11 @@ class RunFilterForm(forms.Form):
         out = []
         for name in FILTER_NAMES:
             value = self.cleaned_data.get(name)
-            if value:
-                out.append((name, str(value.pk if name == "agent" else value)))
+            if not value:
+                continue
+            if name == "agent":
+                value = value.pk
+            elif name in ("created_after", "created_before"):
+                value = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            out.append((name, str(value)))
         return out

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
@@ -31,8 +32,12 @@ class ScheduleForm(forms.Form):
     weekdays = forms.MultipleChoiceField(
         required=False, choices=WEEKDAY_CHOICES, widget=forms.CheckboxSelectMultiple
     )
+    # The same floor as the service's, so the browser refuses what the server would.
     interval_minutes = forms.IntegerField(
-        required=False, min_value=1, max_value=MAX_INTERVAL_MINUTES, label="Every (minutes)"
+        required=False,
+        min_value=settings.AUTOMATION_MIN_INTERVAL_MINUTES,
+        max_value=MAX_INTERVAL_MINUTES,
+        label="Every (minutes)",
     )
     run_at = forms.DateTimeField(
         required=False,

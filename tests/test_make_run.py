@@ -115,6 +115,9 @@ def test_make_run_serves_login_navigation_and_executes_a_run(embedded_env, tmp_p
             interval=1,
             message="the run to complete on the embedded worker",
         )
+        # the worker's counters reach the web process's /metrics through the shared directory
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert 'automation_runs_started_total{source="manual"} 1.0' in metrics
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -329,6 +329,72 @@ class CapacityCollector:
         yield from (in_flight, limit, waiting)
 
 
+class AlertingCollector:
+    """The gauges the rules in ``docs/alerts/`` read: each one bounded query on an index."""
+
+    def collect(self):
+        from django.db.models import Max, Min
+        from django.utils import timezone
+        from django_celery_beat.models import PeriodicTask
+
+        from agentpress.agents.models import Agent
+        from automation.models import AgentRun, ProviderEvent
+
+        now = timezone.now()
+        overdue = AgentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).count()
+        yield GaugeMetricFamily(
+            "automation_runs_heartbeat_overdue",
+            "Running runs whose lease ran out: their worker stopped heartbeating.",
+            value=overdue,
+        )
+        oldest = AgentRun.objects.filter(status=RunStatus.PENDING, dispatched_at__isnull=False).aggregate(
+            at=Min("dispatched_at")
+        )["at"]
+        yield GaugeMetricFamily(
+            "automation_pending_oldest_wait_seconds",
+            "How long the oldest run sent to a worker has waited to be claimed (0 when none waits).",
+            value=(now - oldest).total_seconds() if oldest else 0,
+        )
+        finished = GaugeMetricFamily(
+            "automation_agent_runs_finished_last_hour",
+            "Runs created in the last hour that finished, per agent and terminal status.",
+            labels=["agent_id", "status"],
+        )
+        rows = (
+            AgentRun.objects.filter(
+                agent_id__in=Agent.objects.values("pk"),
+                created_at__gte=now - timedelta(hours=1),
+                status__in=[RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.INTERRUPTED],
+            )
+            .order_by()
+            .values("agent_id", "status")
+            .annotate(n=Count("*"))
+        )
+        for row in rows:
+            finished.add_metric([str(row["agent_id"]), row["status"]], row["n"])
+        yield finished
+        piled = (
+            ProviderEvent.objects.filter(status=ProviderEventStatus.DEFERRED)
+            .order_by()
+            .values("agent_id", "context_type", "context_key")
+            .annotate(n=Count("*"))
+            .aggregate(most=Max("n"))
+        )
+        yield GaugeMetricFamily(
+            "automation_deferred_events_max_per_context",
+            "The most provider events deferred behind active work on any one context.",
+            value=piled["most"] or 0,
+        )
+        last = PeriodicTask.objects.filter(name__startswith="automation:", enabled=True).aggregate(
+            at=Max("last_run_at")
+        )["at"]
+        yield GaugeMetricFamily(
+            "automation_beat_last_sent_timestamp_seconds",
+            "When beat last sent an automation task (Unix time; 0 when it never did).",
+            value=last.timestamp() if last else 0,
+        )
+
+
 class QueueDepthCollector:
     """Messages waiting in the Celery queue (Redis broker only; other brokers export nothing)."""
 
@@ -358,6 +424,7 @@ def scrape(*, include_database: bool = True) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(DatabaseCollector())
         registry.register(CapacityCollector())
+        registry.register(AlertingCollector())
         registry.register(QueueDepthCollector())
         registry.register(OutlookSubscriptionCollector())
         body += generate_latest(registry)

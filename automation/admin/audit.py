@@ -4,6 +4,31 @@ from django.contrib import admin
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
 from automation.models import AuditEntry
+from automation.services.audit import audit_record
+
+
+class AuditedAdminMixin:
+    """Edits and deletions made in the admin leave the same trail as the console's and the API's."""
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and form.changed_data:
+            audit_record(
+                actor=request.user,
+                organization=obj.organization,
+                verb="admin_edited",
+                target=obj,
+                fields=sorted(form.changed_data),
+            )
+
+    def delete_model(self, request, obj):
+        audit_record(actor=request.user, organization=obj.organization, verb="admin_deleted", target=obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset.select_related("organization"):
+            audit_record(actor=request.user, organization=obj.organization, verb="admin_deleted", target=obj)
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(AuditEntry, site=owner_admin_site)

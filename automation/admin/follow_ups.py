@@ -3,13 +3,14 @@
 from django.contrib import admin
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
+from automation.admin.audit import AuditedAdminMixin
 from automation.models import FollowUp
 from automation.services import follow_ups as follow_up_services
 from automation.states import InvalidTransition
 
 
 @admin.register(FollowUp, site=owner_admin_site)
-class FollowUpAdmin(OrgScopedAdmin):
+class FollowUpAdmin(AuditedAdminMixin, OrgScopedAdmin):
     list_display = ["id", "organization", "agent", "run_as", "status", "scheduled_for", "context_key", "run"]
     list_filter = ["status"]
     search_fields = ["id", "context_key", "continuation_prompt", "cancel_reason"]

@@ -4,10 +4,11 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
+from automation.admin.audit import AuditedAdminMixin
 from automation.models import AgentRun, RunEvent
 from automation.services import runs as run_services
 from automation.services.settlement import cancel_run
-from automation.states import InvalidTransition
+from automation.states import RUN_TERMINAL, InvalidTransition
 
 RUN_TIMING_FIELDS = [
     "created_at", "not_before", "scheduled_for", "dispatched_at", "started_at", "heartbeat_at",
@@ -38,7 +39,7 @@ class RunEventInline(admin.TabularInline):
 
 
 @admin.register(AgentRun, site=owner_admin_site)
-class AgentRunAdmin(OrgScopedAdmin):
+class AgentRunAdmin(AuditedAdminMixin, OrgScopedAdmin):
     list_display = ["id", "organization", "agent", "run_as", "source", "status", "created_at", "started_at"]
     # Nothing here counts or scans the table: choice filters and the date filter list fixed
     # choices, the paginator caps its count, and the ordering (-created_at, -id) is an index.
@@ -56,6 +57,16 @@ class AgentRunAdmin(OrgScopedAdmin):
 
     def has_add_permission(self, request):
         return False  # runs start through services (API, schedules, events), never a bare form
+
+    # A finished run is history: it may be read (and retried), not rewritten or removed.
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not (obj and obj.status in RUN_TERMINAL)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj and obj.status in RUN_TERMINAL)
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset.exclude(status__in=RUN_TERMINAL))
 
     @admin.action(description="Cancel selected runs (pending or running)")
     def cancel_runs(self, request, queryset):

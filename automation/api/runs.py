@@ -10,8 +10,14 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 
 from agentpress.agents.models import Agent
-from automation import scope, selectors
-from automation.api.base import LimitCursorPagination, OrgFilterSet, OrgScopedView, conflict, parse_uuid
+from automation import lookups, scope, selectors
+from automation.api.base import (
+    IdFilter,
+    LimitCursorPagination,
+    OrgFilterSet,
+    OrgScopedView,
+    conflict,
+)
 from automation.models import AgentRun, RunEvent
 from automation.services import admission
 from automation.services import runs as run_services
@@ -133,6 +139,14 @@ class RunFilter(OrgFilterSet):
     waitingReason = django_filters.ChoiceFilter(  # noqa: N815
         choices=WaitingKind.CHOICES, method="filter_waiting"
     )
+    contextType = django_filters.CharFilter(field_name="context_type", max_length=64)  # noqa: N815
+    contextKey = django_filters.CharFilter(field_name="context_key", max_length=255)  # noqa: N815
+    threadId = IdFilter(field_name="thread_id")  # noqa: N815
+    createdAfter = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")  # noqa: N815
+    createdBefore = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")  # noqa: N815
+
+    # Not filters, but understood by the list (pagination, DRF's renderer choice).
+    OTHER_PARAMETERS = frozenset({"limit", "cursor", "format"})
 
     class Meta:
         model = AgentRun
@@ -141,12 +155,28 @@ class RunFilter(OrgFilterSet):
     def filter_waiting(self, queryset, name, value):
         return queryset.filter(admission.waiting_filter(value))
 
+    def is_valid(self):
+        """A parameter that is not a filter of this list answers 400 instead of widening the answer."""
+        unknown = sorted(set(self.data) - set(self.filters) - self.OTHER_PARAMETERS)
+        if unknown:
+            raise exceptions.ValidationError({name: ["Not a filter of this list."] for name in unknown})
+        return super().is_valid()
+
 
 # The list answers its own page shape (with the summary), so its query is spelled out here.
 LIST_PARAMETERS = [
     OpenApiParameter("agentId", int, description="Only this agent's runs."),
     OpenApiParameter("source", str, enum=RunSource.values, description="Only runs from this source."),
     OpenApiParameter("status", str, enum=RunStatus.values, description="Only runs in this status."),
+    OpenApiParameter("contextType", str, description="Only runs with this context type."),
+    OpenApiParameter("contextKey", str, description="Only runs with this context key."),
+    OpenApiParameter("threadId", int, description="Only runs in this thread."),
+    OpenApiParameter(
+        "createdAfter", OpenApiTypes.DATETIME, description="Only runs created at or after this instant."
+    ),
+    OpenApiParameter(
+        "createdBefore", OpenApiTypes.DATETIME, description="Only runs created before this instant."
+    ),
     OpenApiParameter(
         "waitingReason",
         str,
@@ -160,7 +190,12 @@ LIST_PARAMETERS = [
     ),
     OpenApiParameter("cursor", str, description="The `next` or `previous` cursor of an earlier page."),
 ]
-RUN_ID = OpenApiParameter("run_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The run's id.")
+RUN_ID = OpenApiParameter(
+    "run_id",
+    str,
+    OpenApiParameter.PATH,
+    description="The run's id, or its start as the console shows it (6 or more hex digits).",
+)
 
 SUMMARY_SCHEMA = inline_serializer(
     "RunsSummary",
@@ -234,8 +269,15 @@ class RunObjectView(OrgScopedView):
     serializer_class = AgentRunDetailSerializer
 
     def get_object(self):
-        run_id = parse_uuid(self.kwargs["run_id"], "run id")
-        run = selectors.runs_list(self.access).prefetch_related("events").filter(pk=run_id).first()
+        if lookups.run_id_range(self.kwargs["run_id"]) is None:
+            raise exceptions.ValidationError({"detail": f"{self.kwargs['run_id']!r} is not a valid run id."})
+        try:
+            found = lookups.run_by_ref(self.access, self.kwargs["run_id"])
+        except lookups.AmbiguousRef as exc:
+            raise exceptions.ValidationError({"detail": str(exc)}) from exc
+        run = (
+            found and selectors.runs_list(self.access).prefetch_related("events").filter(pk=found.pk).first()
+        )
         if run is None:
             raise exceptions.NotFound("No such run.")
         return run

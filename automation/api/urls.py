@@ -1,6 +1,6 @@
 from django.urls import path
 
-from automation.api import capacity, follow_ups, provider_events, runs, schedules
+from automation.api import capacity, follow_up_refusals, follow_ups, provider_events, runs, schedules
 
 org = "orgs/<slug:org_slug>/"
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path(f"{org}agent-runs/<str:run_id>/retry", runs.AgentRunRetryView.as_view(), name="api-run-retry"),
     *schedules.urlpatterns,
     *follow_ups.urlpatterns,
+    *follow_up_refusals.urlpatterns,
     *provider_events.urlpatterns,
     *capacity.urlpatterns,
 ]

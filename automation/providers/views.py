@@ -6,6 +6,7 @@ sent to a worker when the ingestion transaction commits, so the answer comes qui
 """
 
 import logging
+from functools import wraps
 
 import kombu.exceptions
 from django.conf import settings
@@ -21,15 +22,43 @@ from automation.providers import outlook, webhook
 from automation.services import outlook as outlook_services
 from automation.services.provider_events import DUPLICATE, Ingested, ingest_event
 from automation.services.rate_limits import action_rate_check
+from automation.services.refused_deliveries import refused_delivery_record
 from automation.strict_json import loads as parse_json
 
 logger = logging.getLogger(__name__)
 
 
 def error(status: int, detail: str, reason: str) -> JsonResponse:
-    """A refused delivery: JSON ``detail``, counted in metrics by a short stable reason."""
+    """A refused delivery: JSON ``detail``, counted in metrics by a short stable reason
+    (and logged by ``logs_refusals`` once the answer is ready)."""
     record_webhook_rejection(reason=reason)
-    return JsonResponse({"detail": detail}, status=status)
+    response = JsonResponse({"detail": detail}, status=status)
+    response.refusal = (reason, detail)
+    return response
+
+
+def logs_refusals(view):
+    """Every refusal the view answers goes to the refused-deliveries log, whichever path refused it."""
+
+    @wraps(view)
+    def wrapper(request, action_id):
+        response = view(request, action_id)
+        if refusal := getattr(response, "refusal", None):
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                declared = 0
+            refused_delivery_record(
+                action_ref=str(action_id),
+                reason=refusal[0],
+                detail=refusal[1],
+                source_address=request.META.get("REMOTE_ADDR"),
+                body_size=declared,
+                status_code=response.status_code,
+            )
+        return response
+
+    return wrapper
 
 
 def rate_limited(action: Action) -> JsonResponse | None:
@@ -66,6 +95,7 @@ def answer(result: Ingested) -> dict:
 
 @csrf_exempt
 @require_POST
+@logs_refusals
 def action_hook(request, action_id):
     action = Action.objects.select_related("organization", "agent", "run_as").filter(pk=action_id).first()
     if action is None:

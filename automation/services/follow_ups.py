@@ -5,6 +5,7 @@ Every status change is a guarded ``UPDATE … WHERE status IN (…)`` from
 timeline of the run that scheduled it (``previous_run``) and, once it fires, of its run.
 """
 
+import json
 import logging
 from datetime import datetime, timedelta
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 from agentpress.agents.models import Message, MessageRole
 from automation import follow_up_requests, scope, stop_conditions
 from automation.follow_up_requests import Refused
-from automation.models import AgentRun, FollowUp
+from automation.models import AgentRun, FollowUp, FollowUpRefusal
 from automation.services.audit import audit_record
 from automation.services.runs import ContextBusy, format_error, record_event, run_create
 from automation.states import (
@@ -59,19 +60,25 @@ def schedule_follow_up(*, run_id, lease_token, arguments) -> dict:
                 .first()
             )
             if run is None:
-                raise Refused(
-                    "This run no longer holds its lease (cancelled or recovered); nothing was scheduled."
+                raise _refused(
+                    "lease_lost",
+                    "This run no longer holds its lease (cancelled or recovered); nothing was scheduled.",
                 )
-            refusal = follow_up_requests.capability_refusal(run.organization, run.agent) or _runaway(run)
+            refusal = follow_up_requests.capability_refusal(run.organization, run.agent)
             if refusal:
-                raise Refused(refusal)
+                raise _refused("capability_off", refusal)
+            runaway = _runaway(run)
+            if runaway:
+                raise _refused("runaway_guard", runaway)
             follow_up = _create(run, arguments)
             scheduled_for = follow_up.scheduled_for.isoformat()
             record_event(
                 run.pk, "follow_up_scheduled", follow_up_id=follow_up.pk, scheduled_for=scheduled_for
             )
     except Refused as exc:
-        record_event(run_id, "follow_up_refused", reason=str(exc))
+        follow_up_refusal_record(
+            run_id=run_id, code=getattr(exc, "code", "invalid_request"), reason=str(exc), arguments=arguments
+        )
         return {"ok": False, "error": str(exc)}
     return {"ok": True, "follow_up_id": follow_up.pk, "scheduled_for": scheduled_for}
 
@@ -109,6 +116,45 @@ def follow_up_chain_length(run: AgentRun, *, stop_after: int) -> int:
     return depth
 
 
+def _refused(code: str, reason: str) -> Refused:
+    refused = Refused(reason)
+    refused.code = code
+    return refused
+
+
+# A refused request is kept for reading, not replaying: a huge one is kept as its start.
+MAX_REFUSED_ARGUMENTS_CHARS = 10_000
+
+
+def _bounded(arguments) -> dict:
+    text = json.dumps(arguments, default=str)
+    if len(text) > MAX_REFUSED_ARGUMENTS_CHARS:
+        return {"truncated": text[:MAX_REFUSED_ARGUMENTS_CHARS]}
+    return arguments if isinstance(arguments, dict) else {"arguments": arguments}
+
+
+def follow_up_refusal_record(*, run_id, code: str, reason: str, arguments) -> FollowUpRefusal | None:
+    """Keep a refused request: a ``FollowUpRefusal`` (the Follow-ups tab's "Refused", the API)
+    and the same ``follow_up_refused`` entry on the run's timeline, whatever the reason."""
+    run = AgentRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    refusal = FollowUpRefusal.objects.create(
+        organization_id=run.organization_id,
+        agent_id=run.agent_id,
+        run=run,
+        run_as_id=run.run_as_id,
+        thread_id=run.thread_id,
+        context_type=run.context_type,
+        context_key=run.context_key,
+        code=code,
+        reason=reason,
+        arguments=_bounded(arguments),
+    )
+    record_event(run.pk, "follow_up_refused", refusal_id=refusal.pk, code=code, reason=reason)
+    return refusal
+
+
 def _create(run: AgentRun, arguments) -> FollowUp:
     request = follow_up_requests.parse_request(arguments, now=timezone.now())
     follow_up = FollowUp(
@@ -126,9 +172,10 @@ def _create(run: AgentRun, arguments) -> FollowUp:
     limit = settings.AUTOMATION_FOLLOW_UP_MAX_PENDING_PER_CONTEXT
     pending = _context_follow_ups(follow_up).filter(status=FollowUpStatus.PENDING).count()
     if pending >= limit:
-        raise Refused(
+        raise _refused(
+            "context_limit",
             f"This context already has {pending} pending follow-ups (the limit is {limit}); "
-            "cancel one or wait until one has run."
+            "cancel one or wait until one has run.",
         )
     follow_up.save()
     return follow_up

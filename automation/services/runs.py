@@ -85,6 +85,15 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=settings.AUTOMATION_LEASE_TTL_SECONDS)
 
 
+def thread_title(*, source: str, context_type: str, context_key: str, **links) -> str:
+    """What a new conversation is about: its context, else what started it and when (UTC)."""
+    if context_key:
+        return f"{context_type or 'context'}: {context_key}"[:300]
+    schedule = links.get("schedule")
+    origin = f"Schedule {schedule.name!r}" if schedule is not None else f"{RunSource(source).label} run"
+    return f"{origin}, {timezone.now():%Y-%m-%d %H:%M} UTC"[:300]
+
+
 def record_event(run_id, kind: str, **detail) -> RunEvent:
     return RunEvent.objects.create(run_id=run_id, kind=kind, detail=detail)
 
@@ -169,7 +178,7 @@ def run_build(
         thread = Thread(
             organization_id=agent.organization_id,
             agent=agent,
-            title=f"{RunSource(source).label} run",
+            title=thread_title(source=source, context_type=context_type, context_key=context_key, **links),
             context_type=context_type,
             context_key=context_key,
             run_as_id=getattr(run_as, "pk", run_as),

@@ -1,10 +1,12 @@
 """Agents, their Capabilities page (Scheduled runs, Self-reschedule) and their schedules."""
 
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -18,10 +20,13 @@ from automation.services import budgets
 from automation.services import capacity as capacity_services
 from automation.services import limits as limit_services
 from automation.services import schedules as schedule_services
+from automation.states import RunStatus
 from monitor.access import console_view
 from monitor.forms import AgentLimitsForm, ScheduleForm
 
 PREVIEW_COUNT = 5
+FAILED_STATUSES = (RunStatus.FAILED, RunStatus.INTERRUPTED)
+NO_SCHEDULES = "No schedules yet. Create one to run this agent daily, weekly, every few minutes, once, or on a cron expression."
 
 
 def _agent_or_404(access: Access, agent_id: int):
@@ -59,9 +64,33 @@ def _capabilities_url(access: Access, agent) -> str:
     )
 
 
+def _with_health(access: Access, agents):
+    """Each agent's last success and failures in the last 24 h, in the viewer's scope (in flight and
+    the limit come from ``capacity``)."""
+    runs = selectors.runs_for(access).filter(agent=OuterRef("pk")).order_by()
+    since = timezone.now() - timedelta(hours=24)
+
+    return agents.annotate(
+        last_success_at=Subquery(
+            runs.filter(status=RunStatus.COMPLETED).order_by("-created_at").values("completed_at")[:1]
+        ),
+        failures_24h=Coalesce(
+            Subquery(
+                runs.filter(status__in=FAILED_STATUSES, created_at__gte=since)
+                .values("agent")
+                .annotate(n=Count("*"))
+                .values("n")[:1]
+            ),
+            0,
+        ),
+    )
+
+
 @console_view(needs_feature=False)
 def agents_page(request, access: Access):
-    agents = list(selectors.agents_for(access).annotate(schedule_count=Count("schedules")))
+    agents = list(
+        _with_health(access, selectors.agents_for(access).annotate(schedule_count=Count("schedules")))
+    )
     capacities = capacity_services.agent_capacities(agents)
     for agent in agents:
         agent.capacity = capacities[agent.pk]
@@ -112,12 +141,19 @@ def capabilities_page(request, access: Access, agent_id: int):
 
 def _capabilities(request, access: Access, agent, limits_form, status=200):
     rows = _schedule_rows(selectors.schedules_for(access).filter(agent=agent))
+    empty_text = NO_SCHEDULES
+    if not rows and not access.org_wide and agent.schedules.exists():
+        # a member sees only their own schedules; say so rather than "none" when others exist
+        empty_text = "None of this agent's schedules run as you. " + NO_SCHEDULES.removeprefix(
+            "No schedules yet. "
+        )
     start, _, _ = budgets.day_window(access.organization.timezone, timezone.now())
     context = {
         "access": access,
         "organization": access.organization,
         "agent": agent,
         "rows": rows,
+        "schedules_empty_text": empty_text,
         "limits_form": limits_form,
         "capacity": capacity_services.agent_capacities([agent])[agent.pk],
         "usage_today": budgets.usage_since(start, agent_id=agent.pk),
@@ -173,6 +209,9 @@ def _schedule_form_page(request, access: Access, agent, schedule: Schedule | Non
             return redirect(f"{_capabilities_url(access, agent)}#schedule-{schedule.pk}")
     if request.method == "POST":
         context.update(_preview(form, access, agent, schedule))
+    elif schedule is not None:
+        # An existing schedule's page opens with its next runs already shown.
+        context.update(_preview(ScheduleForm(initial, access=access), access, agent, schedule))
     return render(request, "agents/schedule_form.html", context | {"form": form})
 
 

@@ -20,6 +20,8 @@ STATUS_GROUPS = {
     "cancelled": ("Cancelled", (FollowUpStatus.CANCELLED,)),
     "failed": ("Failed", (FollowUpStatus.FAILED,)),
     "all": ("All", None),
+    # Not follow-ups: the requests for one that were refused (kept as FollowUpRefusal rows).
+    "refused": ("Refused", None),
 }
 
 
@@ -46,18 +48,24 @@ def _context(access: Access, group: str) -> dict:
 @console_view()
 def follow_ups_page(request, access: Access):
     group = _group(request)
-    qs = _follow_ups(access)
-    statuses = STATUS_GROUPS[group][1]
-    if statuses is not None:
-        qs = qs.filter(status__in=statuses)
-    # Queued work reads soonest first; history reads newest first.
-    page = paginate(
-        qs,
-        cursor=request.GET.get("cursor"),
-        size=PAGE_SIZE,
-        key="scheduled_for",
-        descending=group != "active",
-    )
+    if group == "refused":
+        qs = selectors.follow_up_refusals_for(access).select_related("agent", "run_as", "run")
+        page = paginate(
+            qs, cursor=request.GET.get("cursor"), size=PAGE_SIZE, key="created_at", descending=True
+        )
+    else:
+        qs = _follow_ups(access)
+        statuses = STATUS_GROUPS[group][1]
+        if statuses is not None:
+            qs = qs.filter(status__in=statuses)
+        # Queued work reads soonest first; history reads newest first.
+        page = paginate(
+            qs,
+            cursor=request.GET.get("cursor"),
+            size=PAGE_SIZE,
+            key="scheduled_for",
+            descending=group != "active",
+        )
     if page.notice:
         messages.warning(request, page.notice)
     context = _context(access, group) | {"page": page, "rows": page.rows}

@@ -4,9 +4,11 @@ import uuid
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -23,6 +25,10 @@ from monitor.pagination import paginate
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 POLL_SECONDS = 3
+CONTEXT_RUNS = 10  # "other runs on this context" in the panel, newest first
+# With nothing pending or running the fast poll stops; this slow check only asks whether
+# a run arrived since the page was drawn, and answers 204 (nothing to swap) when none did.
+IDLE_POLL_SECONDS = 30
 
 
 def runs_url(access: Access, run_id=None) -> str:
@@ -95,8 +101,17 @@ def run_detail(access: Access, run_id):
     )
     if run is None:
         raise Http404("No such run.")
+    context_runs = []
+    if run.context_key:
+        context_runs = list(
+            selectors.runs_for(access)
+            .filter(agent_id=run.agent_id, context_type=run.context_type, context_key=run.context_key)
+            .exclude(pk=run.pk)
+            .order_by("-created_at", "-id")[:CONTEXT_RUNS]
+        )
     return {
         "detail": run,
+        "context_runs": context_runs,
         "events": list(run.events.all()),
         "retries": list(run.retries.order_by("created_at")),
         "next_runs": list(run.next_runs.order_by("created_at")),
@@ -106,18 +121,35 @@ def run_detail(access: Access, run_id):
     }
 
 
+def _since(request):
+    value = parse_datetime(request.GET.get("since", ""))
+    return value if value is not None and value.tzinfo is not None else None
+
+
 def _live_update(request, access: Access, form, summary):
     """The polled cards plus the rows that were active when the page last looked.
 
-    Answers 286 once nothing in scope is pending or running, so htmx stops polling
-    after swapping in the final counts.
+    Runs that arrived since the page was drawn refresh the table in place (``runs-changed``)
+    on its first page, and are announced ("3 new — show") on a later one. With nothing
+    active, nothing new and no row left to settle the answer is 204: the idle check swaps nothing.
     """
+    since = _since(request)
+    new_runs = form.apply(selectors.runs_for(access)).filter(created_at__gt=since).count() if since else 0
+    context = _base_context(access, form, summary)
     live_ids = parse_uuids(request.GET.getlist("live"))[:MAX_PAGE_SIZE]
+    if not context["polling"] and not new_runs and not live_ids:
+        return HttpResponse(status=204)
     rows = list(selectors.runs_list(access).filter(pk__in=live_ids)) if live_ids else []
-    context = _base_context(access, form, summary) | {"live_rows": rows}
+    cursor = request.GET.get("cursor", "")
+    context |= {
+        "live_rows": rows,
+        "new_runs": new_runs if cursor else 0,
+        "cursor": cursor,
+        "since": (since or timezone.now()).isoformat(),
+    }
     response = render(request, "monitor/runs.html#live-update", context)
-    if not context["polling"]:
-        response.status_code = HttpResponseStopPolling.status_code
+    if new_runs and not cursor:
+        response["HX-Trigger"] = "runs-changed"
     return response
 
 
@@ -133,6 +165,7 @@ def _base_context(access: Access, form, summary) -> dict:
         "cards": summary_cards(access, summary, params, form.cleaned_data.get("status") or ""),
         "polling": summary[RunStatus.PENDING] + summary[RunStatus.RUNNING] > 0,
         "poll_seconds": POLL_SECONDS,
+        "idle_poll_seconds": IDLE_POLL_SECONDS,
         "runs_url": runs_url(access),
         "active_statuses": RUN_ACTIVE,
         "org_capacity": capacity_services.org_capacity(access.organization),
@@ -153,12 +186,13 @@ def _matching_count(form: RunFilterForm, summary: dict, matching, page) -> int:
 @console_view()
 def runs_page(request, access: Access, run_id=None):
     form = RunFilterForm(request.GET, access=access)
+    drawn_at = timezone.now()
     summary = selectors.runs_summary(access)
     target = request.htmx.target if request.htmx else None
     if target == "summary-cards" and request.htmx.trigger == "summary-cards":
         return _live_update(request, access, form, summary)
 
-    context = _base_context(access, form, summary)
+    context = _base_context(access, form, summary) | {"since": drawn_at.isoformat()}
     if run_id is not None:
         context.update(run_detail(access, run_id))
     if target == "detail-panel":
@@ -182,6 +216,9 @@ def runs_page(request, access: Access, run_id=None):
         rows=page.rows,
         matching_count=_matching_count(form, summary, matching, page),
         region_query=request.GET.urlencode(),
+        cursor=request.GET.get("cursor", ""),
+        # A filter, a card or the pager closes the panel; the table refreshing itself does not.
+        close_panel=bool(request.htmx) and request.htmx.trigger != "runs-region",
         page_params=[*context["filter_params"], *(("limit", v) for v in request.GET.getlist("limit")[:1])],
     )
     if target == "runs-region":

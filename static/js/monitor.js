@@ -43,6 +43,17 @@
       document.querySelectorAll(".row-select").forEach(function (box) { box.checked = event.target.checked; });
     }
   });
+  // "/" focuses the search box, unless the viewer is typing somewhere already.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "/" || event.ctrlKey || event.metaKey || event.altKey) return;
+    var target = event.target;
+    if (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)) return;
+    var box = document.getElementById("console-search");
+    if (!box) return;
+    event.preventDefault();
+    box.focus();
+    box.select();
+  });
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
 })();

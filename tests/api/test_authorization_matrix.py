@@ -45,6 +45,8 @@ class Route:
     # What a member gets for creating something that runs as another member.
     for_another: int | None = None
     public: bool = False
+    # Owners and admins only (the audit trail): a member with actions:manage gets 403.
+    org_wide_only: bool = False
     query: dict = field(default_factory=dict)
 
     @property
@@ -162,6 +164,7 @@ ROUTES = [
     ),
     # API: follow-ups
     Route("api-follow-ups", "get", lambda r: f"{ACME_API}/agent-run-follow-ups", 200),
+    Route("api-follow-up-refusals", "get", lambda r: f"{ACME_API}/agent-run-follow-up-refusals", 200),
     Route(
         "api-follow-ups",
         "get",
@@ -217,6 +220,15 @@ ROUTES = [
     Route("runs", "get", lambda r: f"{RUNS_PAGE}/", 200),
     Route("runs", "get", lambda r: f"{RUNS_PAGE}/", 200, query={"status": "failed", "source": "manual"}),
     Route("run-detail", "get", lambda r: f"{RUNS_PAGE}/{r.pending_run.pk}/", 200, scoped_row=True),
+    Route("run-short", "get", lambda r: f"{RUNS_PAGE}/{str(r.pending_run.pk)[:8]}/", 302, scoped_row=True),
+    Route("search", "get", lambda r: f"{RUNS_PAGE}/search/", 200),
+    Route("audit", "get", lambda r: f"{RUNS_PAGE}/audit/", 200, org_wide_only=True),
+    Route("trends", "get", lambda r: f"{RUNS_PAGE}/trends/", 200),
+    Route("workers", "get", lambda r: f"{RUNS_PAGE}/workers/", 200, org_wide_only=True),
+    Route("provider-events", "get", lambda r: f"{RUNS_PAGE}/provider-events/", 200),
+    Route(
+        "provider-events", "get", lambda r: f"{RUNS_PAGE}/provider-events/", 200, query={"view": "refused"}
+    ),
     Route("run-cancel", "post", lambda r: f"{RUNS_PAGE}/{r.pending_run.pk}/cancel/", 302, scoped_row=True),
     Route("run-retry", "post", lambda r: f"{RUNS_PAGE}/{r.failed_run.pk}/retry/", 302, scoped_row=True),
     Route(
@@ -306,6 +318,8 @@ def expected_status(route: Route, caller: str) -> int:
     if caller == "other_org":
         return 404
     if caller == "no_permission":
+        return 403
+    if route.org_wide_only and caller.startswith("member"):
         return 403
     if caller == "member_other" and route.scoped_row:
         return 404

@@ -197,5 +197,5 @@ def test_a_completed_run_updates_the_cards_without_reloading(page, sign_in, rost
     assert card(page, "running").inner_text() == "0"
     assert page.locator(f"#run-{run.pk} .status-completed").is_visible()
     assert page.evaluate("window.__sameDocument") is True
-    # nothing is active any more: the poll answered 286 and the cards stopped polling
-    assert page.locator("#summary-cards").get_attribute("hx-trigger") is None
+    # nothing is active any more: the fast poll stopped, only the idle arrival check is left
+    assert page.locator("#summary-cards").get_attribute("data-polling") == "idle"

@@ -252,26 +252,70 @@ def test_only_post_changes_a_run(client, roster, runs_url, make_run):
 # --- polling --------------------------------------------------------------------------------
 
 
-def test_polling_refreshes_cards_and_live_rows_then_stops(client, roster, runs_url, make_run):
+def test_polling_refreshes_cards_and_live_rows_then_slows_to_the_idle_check(
+    client, roster, runs_url, make_run
+):
     run = make_run(status="running")
     client.force_login(roster.owner)
     page = client.get(runs_url).content.decode()
     assert 'hx-trigger="every 3s"' in page
     assert f'class="live-id" name="live" value="{run.pk}"' in page
+    since = re.search(r'name="since" value="([^"]+)"', page).group(1)
 
     poll = {"HTTP_HX_TARGET": "summary-cards", "HTTP_HX_TRIGGER": "summary-cards", **HTMX}
-    response = client.get(f"{runs_url}?live={run.pk}", **poll)
+    response = client.get(runs_url, {"live": run.pk, "since": since}, **poll)
     assert response.status_code == 200
     assert "HX-Request" in response["Vary"]
+    assert "HX-Trigger" not in response
     assert f'<tr id="run-{run.pk}" class="run-row" hx-swap-oob="true">' in response.content.decode()
 
     AgentRun.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
-    response = client.get(f"{runs_url}?live={run.pk}", **poll)
+    response = client.get(runs_url, {"live": run.pk, "since": since}, **poll)
     html = response.content.decode()
-    assert response.status_code == 286
     assert card_count(html, "running") == 0 and card_count(html, "completed") == 1
-    assert "every 3s" not in html
+    assert "every 3s" not in html and 'hx-trigger="every 30s"' in html
     assert "status-completed" in html
+    # idle and nothing new: the check answers without a body, so nothing is swapped
+    assert client.get(runs_url, {"since": since}, **poll).status_code == 204
+
+
+def test_a_new_run_refreshes_the_first_page_and_is_announced_on_later_ones(
+    client, roster, runs_url, make_run
+):
+    make_run(status="completed")
+    client.force_login(roster.owner)
+    page = client.get(runs_url).content.decode()
+    since = re.search(r'name="since" value="([^"]+)"', page).group(1)
+    poll = {"HTTP_HX_TARGET": "summary-cards", "HTTP_HX_TRIGGER": "summary-cards", **HTMX}
+    make_run(status="pending", run_as=roster.member2)
+
+    response = client.get(runs_url, {"since": since}, **poll)
+    assert response["HX-Trigger"] == "runs-changed"
+    assert card_count(response.content.decode(), "pending") == 1
+
+    response = client.get(runs_url, {"since": since, "cursor": "x"}, **poll)
+    assert "HX-Trigger" not in response
+    assert "1 new run — show" in response.content.decode()
+
+    # a filter that the new run does not match announces nothing
+    response = client.get(runs_url, {"since": since, "status": "completed"}, **poll)
+    assert "HX-Trigger" not in response
+
+    # a member is not told about runs outside their scope
+    client.force_login(roster.member)
+    page = client.get(runs_url).content.decode()
+    since = re.search(r'name="since" value="([^"]+)"', page).group(1)
+    make_run(status="pending", run_as=roster.member2)
+    assert client.get(runs_url, {"since": since}, **poll).status_code == 204
+
+
+def test_the_table_refreshing_itself_keeps_the_open_panel(client, roster, runs_url, make_run):
+    make_run(status="pending")
+    client.force_login(roster.owner)
+    refresh = client.get(runs_url, HTTP_HX_TARGET="runs-region", HTTP_HX_TRIGGER="runs-region", **HTMX)
+    assert 'id="detail-panel"' not in refresh.content.decode()
+    by_filter = client.get(runs_url, HTTP_HX_TARGET="runs-region", HTTP_HX_TRIGGER="run-filters", **HTMX)
+    assert '<aside id="detail-panel" class="panel is-empty"' in by_filter.content.decode()
 
 
 def test_the_detail_panel_stops_polling_once_the_run_ended(client, roster, runs_url, make_run):

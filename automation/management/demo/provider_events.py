@@ -3,6 +3,7 @@ deliveries in every status, made through the real ingestion service, and a ready
 command that sends a correctly signed event to the running demo."""
 
 import json
+import os
 import shlex
 
 from automation.models import Action, OutlookSubscription
@@ -10,7 +11,8 @@ from automation.providers import outlook
 from automation.providers.webhook import secret_key
 from automation.services.provider_events import InboundEvent, action_create, ingest_event
 
-HOOK_BASE = "http://127.0.0.1:8000/hooks/actions"
+# The port `make run` serves on (honcho passes PORT through; 8000 by default).
+HOOK_BASE = f"http://127.0.0.1:{os.environ.get('PORT') or 8000}/hooks/actions"
 
 
 def ticket_event(event_id: str, ticket: str, text: str) -> InboundEvent:
