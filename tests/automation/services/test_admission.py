@@ -341,3 +341,38 @@ def test_a_day_window_spans_a_daylight_saving_change():
     start, tomorrow, _ = budgets.day_window("Europe/Paris", datetime(2026, 3, 29, 12, tzinfo=utc))
     assert tomorrow.astimezone(utc) - start.astimezone(utc) == timedelta(hours=23)
     assert tomorrow.astimezone(ZoneInfo("Europe/Paris")).hour == 0
+
+
+@pytest.mark.sqlite
+def test_a_debounced_provider_run_says_until_when_and_a_deferred_event_names_its_run(roster, sent):
+    from automation.models import ProviderEvent
+    from automation.services.provider_events import InboundEvent, ingest_event
+    from tests.factories import ActionFactory
+
+    action = ActionFactory(
+        organization=roster.org, agent=roster.agent, run_as=roster.owner, debounce_seconds=30
+    )
+
+    def deliver(n):
+        payload = {"ticket": {"id": "T-1"}, "n": n}
+        event = InboundEvent(
+            event_id=f"e{n}", context_type="ticket", context_key="T-1", payload=payload, content=f"event {n}"
+        )
+        return ingest_event(action=action, event=event)
+
+    deliver(1)
+    run = AgentRun.objects.get(action=action)
+    assert (
+        reason(run) == f"debounced until {run.not_before.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    first = run.not_before
+    with time_machine.travel(timezone.now() + timedelta(seconds=10)):
+        deliver(2)  # joins the debounced run and pushes it back
+    run.refresh_from_db()
+    assert run.not_before > first and reason(run).endswith(f"{run.not_before:%H:%M:%S} UTC")
+    with time_machine.travel(run.not_before + timedelta(seconds=1)):
+        runs.claim_run(run_id=run.pk, worker="w")
+        deliver(3)  # the run is active: the event waits behind it
+    assert reason(run) == ""
+    deferred = ProviderEvent.objects.get(event_id="e3")
+    assert deferred.status == "deferred" and deferred.reason == f"deferred behind run {run.pk}"
