@@ -382,7 +382,7 @@ def _release(
     held_phrases = Q()
     for kind in WaitingKind.HELD:
         held_phrases |= Q(waiting_reason__startswith=WaitingKind.PHRASES[kind])
-    runs.filter(held_phrases).update(waiting_reason="")
+    runs.filter(held_phrases).update(waiting_reason="")  # ``runs`` are pending: a claimed row is not matched
     free = [room]
     if enabled():
         for cap, n in (
@@ -397,15 +397,12 @@ def _release(
         .order_by("created_at", "id")
         .values_list("pk", "dispatched_at", "created_at", "not_before")[: min(free)]
     )
-    unclaimed = [
-        AgentRun(
-            pk=pk,
-            waiting_reason=worker_reason((now - max(filter(None, (created, not_before)))).total_seconds()),
-        )
-        for pk, sent, created, not_before in rows
-        if sent is not None
-    ]
-    AgentRun.objects.bulk_update(unclaimed, ["waiting_reason"])
+    for pk, sent, created, not_before in rows:
+        if sent is not None:  # a message went out and no worker claimed the run (guarded: it may be now)
+            waited = (now - max(filter(None, (created, not_before)))).total_seconds()
+            AgentRun.objects.filter(pk=pk, status=RunStatus.PENDING).update(
+                waiting_reason=worker_reason(waited)
+            )
     never_sent = [pk for pk, sent, *_ in rows if sent is None]
     AgentRun.objects.filter(pk__in=never_sent, status=RunStatus.PENDING).exclude(waiting_reason="").update(
         waiting_reason=""

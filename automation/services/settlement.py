@@ -97,7 +97,7 @@ def fail_runs_over_token_ceiling() -> int:
     for run_id, token, used, ceiling in budgets.runs_over_token_ceiling():
         with transaction.atomic():
             run = runs.mark_failed(
-                run_id=run_id,
+                run=AgentRun.objects.get(pk=run_id),
                 lease_token=token,
                 error=budgets.token_ceiling_error(used, ceiling),
                 worker="token ceiling",

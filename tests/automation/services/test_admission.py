@@ -35,6 +35,8 @@ def sent(monkeypatch):
         return True
 
     monkeypatch.setattr(runs, "dispatch_run", dispatch)
+    monkeypatch.setattr("automation.services.recovery.dispatch_run", dispatch)
+    monkeypatch.setattr("automation.broker.waiting_messages", lambda: 0)  # an empty queue
     monkeypatch.setattr(runs, "wake_worker", wake)
     return out
 
@@ -49,9 +51,7 @@ def reason(run) -> str:
 
 
 def finish(lease) -> None:
-    settlement.complete_run(
-        run_id=lease.run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w"
-    )
+    settlement.complete_run(run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="w")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -84,7 +84,7 @@ def test_an_agent_limit_holds_under_racing_claimers(roster, sent):
         assert len(running) == 2
         for run in running:
             settlement.complete_run(
-                run_id=run.pk, lease_token=run.lease_token, messages=[], tool_calls=[], worker="w"
+                run=run, lease_token=run.lease_token, messages=[], tool_calls=[], worker="w"
             )
         pending(roster.agent, 2)
 
@@ -332,8 +332,14 @@ def test_max_tokens_per_run_fails_a_running_run_with_a_clear_error(roster):
     over.refresh_from_db()
     assert over.status == RunStatus.FAILED
     assert over.last_error.startswith("Token ceiling reached: the run used 550 tokens")
-    assert not runs.heartbeat_run(run_id=over.pk, lease_token=lease_over.token)  # the agent stops
-    assert runs.heartbeat_run(run_id=under.pk, lease_token=lease_under.token)
+
+    # The batched heartbeat renews only running rows with their token: the agent over it stops.
+    def renewable(lease):
+        return AgentRun.objects.filter(
+            pk=lease.run.pk, status=RunStatus.RUNNING, lease_token=lease.token
+        ).exists()
+
+    assert not renewable(lease_over) and renewable(lease_under)
 
 
 def test_a_day_window_spans_a_daylight_saving_change():
@@ -341,3 +347,38 @@ def test_a_day_window_spans_a_daylight_saving_change():
     start, tomorrow, _ = budgets.day_window("Europe/Paris", datetime(2026, 3, 29, 12, tzinfo=utc))
     assert tomorrow.astimezone(utc) - start.astimezone(utc) == timedelta(hours=23)
     assert tomorrow.astimezone(ZoneInfo("Europe/Paris")).hour == 0
+
+
+@pytest.mark.sqlite
+def test_a_debounced_provider_run_says_until_when_and_a_deferred_event_names_its_run(roster, sent):
+    from automation.models import ProviderEvent
+    from automation.services.provider_events import InboundEvent, ingest_event
+    from tests.factories import ActionFactory
+
+    action = ActionFactory(
+        organization=roster.org, agent=roster.agent, run_as=roster.owner, debounce_seconds=30
+    )
+
+    def deliver(n):
+        payload = {"ticket": {"id": "T-1"}, "n": n}
+        event = InboundEvent(
+            event_id=f"e{n}", context_type="ticket", context_key="T-1", payload=payload, content=f"event {n}"
+        )
+        return ingest_event(action=action, event=event)
+
+    deliver(1)
+    run = AgentRun.objects.get(action=action)
+    assert (
+        reason(run) == f"debounced until {run.not_before.astimezone(ZoneInfo('UTC')):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    first = run.not_before
+    with time_machine.travel(timezone.now() + timedelta(seconds=10)):
+        deliver(2)  # joins the debounced run and pushes it back
+    run.refresh_from_db()
+    assert run.not_before > first and reason(run).endswith(f"{run.not_before:%H:%M:%S} UTC")
+    with time_machine.travel(run.not_before + timedelta(seconds=1)):
+        runs.claim_run(run_id=run.pk, worker="w")
+        deliver(3)  # the run is active: the event waits behind it
+    assert reason(run) == ""
+    deferred = ProviderEvent.objects.get(event_id="e3")
+    assert deferred.status == "deferred" and deferred.reason == f"deferred behind run {run.pk}"
