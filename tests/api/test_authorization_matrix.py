@@ -772,7 +772,7 @@ def probe_id(probe: Probe) -> str:
 
 @pytest.mark.parametrize("probe", PROBES, ids=probe_id)
 def test_a_member_naming_another_members_ids_gets_nothing_of_theirs(probe, roster, client, monkeypatch):
-    monkeypatch.setattr(run_services, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(run_services, "dispatch_run", lambda *, run_id, **_: True)
     mine = rows_of(roster, roster.member)
     theirs = rows_of(roster, roster.member2)
     theirs.pending_run.thread.messages.create(role="event", content=THEIR_SECRET)

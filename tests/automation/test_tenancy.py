@@ -34,7 +34,7 @@ T0 = datetime(2030, 1, 1, 8, 30, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
 
 
 @pytest.fixture
@@ -57,10 +57,10 @@ def finish(run, status=RunStatus.COMPLETED):
     assert lease is not None
     if status == RunStatus.COMPLETED:
         assert settlement.complete_run(
-            run_id=run.pk, lease_token=lease.token, messages=[], tool_calls=[], worker="w1"
+            run=lease.run, lease_token=lease.token, messages=[], tool_calls=[], worker="w1"
         )
     else:
-        assert settlement.fail_run(run_id=run.pk, lease_token=lease.token, error="boom", worker="w1")
+        assert settlement.fail_run(run=lease.run, lease_token=lease.token, error="boom", worker="w1")
 
 
 def manual(api, user, **body):
