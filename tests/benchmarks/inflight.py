@@ -163,11 +163,7 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         organization=org,
         name=f"In-flight {uuid.uuid4().hex[:6]}",
         runtime="openai",
-        runtime_config={
-            "endpoint": ENDPOINT,
-            "model": "stub-model",
-            "base_url": f"http://127.0.0.1:{stub.port}/v1",
-        },
+        runtime_config={"endpoint": ENDPOINT, "model": "stub-model"},
     )
     app_name = f"bench-inflight-{uuid.uuid4().hex[:8]}"
     proc = common.start_quiet(
@@ -178,6 +174,13 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         AUTOMATION_MODEL_ENDPOINTS=json.dumps({ENDPOINT: {"base_url": f"http://127.0.0.1:{stub.port}/v1"}}),
         **env,
     )
+    # beat, as in production: its sweep re-sends a run whose message found the run briefly
+    # locked by its own creation (issue 14 item 5) instead of leaving it pending for good
+    services.subprocess.run(
+        [common.python(), "manage.py", "setup_periodic_tasks"], cwd=services.ROOT, env=common.child_env(),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    beat = common.start_quiet(f"{name}-beat", services.celery_beat_argv(f"{name}-beat"))
     sampler = Sampler(proc.pid, app_name)
     try:
         services.wait_until(
@@ -209,6 +212,7 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         sampler.stop.set()
         sampler.join(5)
         proc.stop()
+        beat.stop()
     failed = AgentRun.objects.filter(pk__in=ids, status=RunStatus.FAILED)
     return {
         "total": total,
