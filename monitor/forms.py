@@ -38,6 +38,8 @@ class ScheduleForm(forms.Form):
         min_value=settings.AUTOMATION_MIN_INTERVAL_MINUTES,
         max_value=MAX_INTERVAL_MINUTES,
         label="Every (minutes)",
+        # the service's wording, so the form and the API say the same thing
+        error_messages={"min_value": f"Must be at least {settings.AUTOMATION_MIN_INTERVAL_MINUTES} minutes."},
     )
     run_at = forms.DateTimeField(
         required=False,
