@@ -47,7 +47,9 @@ class CallContext:
 
 
 def _follow_up_unavailable(run: AgentRun) -> str:
-    return follow_up_requests.capability_refusal(run.organization, run.agent)
+    """Always offered: with Self-reschedule off the call is refused by name and the refusal is
+    recorded (``follow_ups.follow_up_refusal_record``), instead of the agent meeting an unknown tool."""
+    return ""
 
 
 def _schedule_follow_up(context: CallContext, arguments) -> dict:
@@ -77,7 +79,7 @@ REGISTRY: dict[str, ToolSpec] = {
     for spec in (
         ToolSpec(
             name=follow_up_requests.TOOL_NAME,
-            label="Schedule a follow-up (while Self-reschedule is on)",
+            label="Schedule a follow-up (refused while Self-reschedule is off)",
             description=follow_up_requests.TOOL_DESCRIPTION,
             parameters=follow_up_requests.TOOL_PARAMETERS,
             optional=False,
