@@ -649,6 +649,7 @@ PROBES = [
         },
     ),
     Probe("api-run-detail", "get", lambda m, t: f"{ACME_API}/agent-runs/{t.pending_run.pk}", (404,)),
+    Probe("action", "get", lambda m, t: f"/orgs/acme/agents/actions/{t.action.pk}/", (404,)),
     Probe("api-run-cancel", "post", lambda m, t: f"{ACME_API}/agent-runs/{t.pending_run.pk}/cancel", (404,)),
     Probe("api-run-retry", "post", lambda m, t: f"{ACME_API}/agent-runs/{t.failed_run.pk}/retry", (404,)),
     Probe("api-schedules", "get", lambda m, t: f"{ACME_API}/agent-run-schedules", (200,), query=lambda m, t: {"agentId": t.agent.pk}),
@@ -738,6 +739,7 @@ NO_USER_ID_INPUT = {
     "swagger-ui": "public documentation",
     "schedules": "no input; the list is scoped (checked in test_route_answers_each_caller)",
     "agents": "agents belong to the organization",
+    "actions": "no input; the list is scoped (checked in test_route_answers_each_caller)",
     "action-hook": "authenticated by the action's signing secret, not by a member",
 }
 
