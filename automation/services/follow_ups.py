@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentpress.agents.models import Message, MessageRole
-from automation import follow_up_requests, scope, stop_conditions
+from automation import follow_up_requests, scope, stop_conditions, strict_json
 from automation.follow_up_requests import Refused
 from automation.models import AgentRun, FollowUp, FollowUpRefusal
 from automation.services.audit import audit_record
@@ -130,6 +130,10 @@ def _bounded(arguments) -> dict:
     text = json.dumps(arguments, default=str)
     if len(text) > MAX_REFUSED_ARGUMENTS_CHARS:
         return {"truncated": text[:MAX_REFUSED_ARGUMENTS_CHARS]}
+    try:
+        strict_json.loads(text)
+    except ValueError:  # NaN, 1e999, a NUL or a lone surrogate: jsonb refuses them, their text it keeps
+        return {"unstorable": text}
     return arguments if isinstance(arguments, dict) else {"arguments": arguments}
 
 
