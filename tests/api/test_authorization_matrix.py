@@ -8,6 +8,7 @@ route under ``/api/`` or ``/orgs/`` is added without a row here. The second half
 naming another member's ids and contexts in every input that takes one (issue 13).
 """
 
+import html
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -16,7 +17,15 @@ import pytest
 from django.urls import URLResolver, get_resolver
 from rest_framework.authtoken.models import Token
 
-from automation.models import Action, AgentRun, FollowUp, ProviderEvent, Schedule
+from automation.models import (
+    Action,
+    AgentRun,
+    FollowUp,
+    FollowUpRefusal,
+    ProviderEvent,
+    RefusedDelivery,
+    Schedule,
+)
 from automation.services import runs as run_services
 from automation.services import schedules
 from automation.states import FollowUpStatus, RunStatus
@@ -203,6 +212,7 @@ ROUTES = [
         query={"agentId": "{agent}", "status": "started", "contextKey": "T-1"},
     ),
     Route("api-actions", "get", lambda r: f"{ACME_API}/actions", 200),
+    Route("api-capacity", "get", lambda r: f"{ACME_API}/capacity", 200),
     Route(
         "api-actions",
         "post",
@@ -333,15 +343,30 @@ def rows_of(roster, user):
     pending = AgentRunFactory(agent=roster.agent, run_as=user, status=RunStatus.PENDING)
     failed = AgentRunFactory(agent=roster.agent, run_as=user, status=RunStatus.FAILED, thread=pending.thread)
     action = ActionFactory(agent=roster.agent, run_as=user)
-    ProviderEvent.objects.create(
+    # the event id names the run in hex: a search page echoing it shows no row's (dashed) id
+    event = ProviderEvent.objects.create(
         organization=roster.org,
         action=action,
         agent=roster.agent,
-        event_id=f"evt-{pending.pk}",
+        event_id=f"evt-{pending.pk.hex}",
         context_type="ticket",
         context_key="T-1",
         status="started",
         run=pending,
+    )
+    refusal = FollowUpRefusal.objects.create(
+        organization=roster.org,
+        agent=roster.agent,
+        run=pending,
+        run_as=user,
+        thread=pending.thread,
+        context_type="ticket",
+        context_key="T-1",
+        code="delay_out_of_bounds",
+        reason="delay too long",
+    )
+    refused = RefusedDelivery.objects.create(
+        organization=roster.org, action=action, action_ref=str(action.pk), reason="signature"
     )
     return SimpleNamespace(
         agent=roster.agent,
@@ -367,6 +392,9 @@ def rows_of(roster, user):
             thread=pending.thread,
         ),
         action=action,
+        event=event,
+        refusal=refusal,
+        refused=refused,
     )
 
 
@@ -380,6 +408,13 @@ def foreign(roster):
         ids={
             "api-schedule": ScheduleFactory(agent=roster.other_agent, run_as=roster.other_owner).pk,
             "api-follow-up": FollowUpFactory(agent=roster.other_agent, run_as=roster.other_owner).pk,
+            "api-follow-up-refusals": FollowUpRefusal.objects.create(
+                organization=roster.other_org,
+                agent=roster.other_agent,
+                run=run,
+                code="chain_too_long",
+                reason="x",
+            ).pk,
             "api-provider-event": ProviderEvent.objects.create(
                 organization=roster.other_org,
                 action=action,
@@ -389,6 +424,13 @@ def foreign(roster):
             ).pk,
         },
     )
+
+
+def table_ids(name: str, by_prefix: dict) -> set:
+    """The integer id in ``by_prefix`` of the table route ``name`` answers with (ids are per
+    table, so only the most specific prefix counts)."""
+    prefixes = sorted((p for p in by_prefix if name.startswith(p)), key=len)
+    return {by_prefix[prefixes[-1]]} if prefixes else set()
 
 
 def row_ids(body) -> set:
@@ -445,7 +487,7 @@ def test_route_answers_each_caller(route, roster, foreign, client):
         leaked = {u for u in foreign.uuids if u in body}
         assert not leaked, (caller, "foreign row in body", leaked)
         if route.api and response["Content-Type"].startswith("application/json"):
-            foreign_ids = {pk for prefix, pk in foreign.ids.items() if route.name.startswith(prefix)}
+            foreign_ids = table_ids(route.name, foreign.ids)
             assert not row_ids(response.json()) & foreign_ids, (caller, "foreign row in body")
         # the bulk confirmation echoes the ids the caller sent; the confirmed POST is checked below
         if caller == "member_other" and route.name != "runs-bulk":
@@ -675,6 +717,10 @@ PROBES = [
     Probe("api-follow-up-detail", "get", lambda m, t: f"{ACME_API}/agent-run-follow-ups/{t.follow_up.pk}", (404,)),
     Probe("api-follow-up-detail", "delete", lambda m, t: f"{ACME_API}/agent-run-follow-ups/{t.follow_up.pk}", (404,)),
     Probe(
+        "api-follow-up-refusals", "get", lambda m, t: f"{ACME_API}/agent-run-follow-up-refusals", (200,),
+        query=lambda m, t: {**their_filters(m, t), "runId": str(t.pending_run.pk), "runAsId": t.run_as.pk},
+    ),
+    Probe(
         "api-provider-events", "get", lambda m, t: f"{ACME_API}/provider-events", (200,),
         query=lambda m, t: {"actionId": str(t.action.pk), "contextKey": "T-1", "agentId": t.agent.pk},
     ),
@@ -696,6 +742,31 @@ PROBES = [
         query=lambda m, t: {"live": [str(t.pending_run.pk), str(t.failed_run.pk)]},
     ),
     Probe("run-detail", "get", lambda m, t: f"{RUNS_PAGE}/{t.pending_run.pk}/", (404,)),
+    Probe("run-short", "get", lambda m, t: f"{RUNS_PAGE}/{str(t.pending_run.pk)[:8]}/", (404,)),
+    # one hit would redirect to it (302); the page echoes the query, so ids are given undashed
+    *[
+        Probe("search", "get", lambda m, t, q=q: f"{RUNS_PAGE}/search/", (200,), query=lambda m, t, q=q: {"q": q(t)})
+        for q in (
+            lambda t: t.pending_run.pk.hex,
+            lambda t: t.failed_run.pk.hex[:8],
+            lambda t: f"#{t.pending_run.thread_id}",
+            lambda t: "T-1",
+            lambda t: t.event.event_id,
+        )
+    ],
+    # owners and admins only: a member naming another's rows or username is refused outright
+    Probe(
+        "audit", "get", lambda m, t: f"{RUNS_PAGE}/audit/", (403,),
+        query=lambda m, t: {"actor": t.run_as.username, "target_type": "agentrun", "target_id": t.failed_run.pk.hex},
+    ),
+    Probe(
+        "provider-events", "get", lambda m, t: f"{RUNS_PAGE}/provider-events/", (200,),
+        query=lambda m, t: {"action": str(t.action.pk), "event_id": t.event.event_id, "context_key": "T-1"},
+    ),
+    Probe(
+        "provider-events", "get", lambda m, t: f"{RUNS_PAGE}/provider-events/", (200,),
+        query=lambda m, t: {"view": "refused", "action": str(t.action.pk)},
+    ),
     Probe("run-detail", "get", lambda m, t: f"{RUNS_PAGE}/{t.pending_run.pk}/", (404,), htmx_target="detail-panel"),
     Probe("run-cancel", "post", lambda m, t: f"{RUNS_PAGE}/{t.pending_run.pk}/cancel/", (404,)),
     Probe("run-retry", "post", lambda m, t: f"{RUNS_PAGE}/{t.failed_run.pk}/retry/", (404,)),
@@ -739,7 +810,10 @@ NO_USER_ID_INPUT = {
     "swagger-ui": "public documentation",
     "schedules": "no input; the list is scoped (checked in test_route_answers_each_caller)",
     "agents": "agents belong to the organization",
-    "actions": "no input; the list is scoped (checked in test_route_answers_each_caller)",
+    "actions": "no input; the list is scoped to the caller's actions (checked in test_route_answers_each_caller)",
+    "trends": "a time range only; the counts come from the caller's runs (selectors.runs_for)",
+    "workers": "no input; owners and admins only (a member gets 403); workers are processes, not a user's",
+    "api-capacity": "no input; the organization's and agents' totals against their limits, no row or id",
     "action-hook": "authenticated by the action's signing secret, not by a member",
 }
 
@@ -779,6 +853,14 @@ def test_a_member_naming_another_members_ids_gets_nothing_of_theirs(probe, roste
     theirs = rows_of(roster, roster.member2)
     theirs.pending_run.thread.messages.create(role="event", content=THEIR_SECRET)
     AgentRun.objects.filter(pk=theirs.pending_run.pk).update(context_type="ticket", context_key="T-1")
+    FollowUpRefusal.objects.filter(pk=theirs.refusal.pk).update(reason=THEIR_SECRET)
+    RefusedDelivery.objects.filter(pk=theirs.refused.pk).update(detail=THEIR_SECRET)
+    their_ids = {
+        "api-schedule": theirs.schedule.pk,
+        "api-follow-up": theirs.follow_up.pk,
+        "api-follow-up-refusals": theirs.refusal.pk,
+        "api-provider-event": theirs.event.pk,
+    }
     before = their_state(theirs)
     authenticate(client, roster.member, probe)
     url = probe.url(mine, theirs)
@@ -796,12 +878,13 @@ def test_a_member_naming_another_members_ids_gets_nothing_of_theirs(probe, roste
 
     assert response.status_code in probe.refused, (response.status_code, response.content[:400])
     body = response.content.decode(errors="replace")
-    assert THEIR_SECRET not in body
+    assert THEIR_SECRET not in body and html.escape(THEIR_SECRET) not in body  # pages escape the apostrophe
     shown = {str(theirs.pending_run.pk), str(theirs.failed_run.pk), str(theirs.action.pk)}
     assert not {pk for pk in shown if pk in body}, "another member's row in the answer"
     if probe.api and response["Content-Type"].startswith("application/json"):
-        ids = row_ids(response.json())
-        assert not ids & {theirs.schedule.pk, theirs.follow_up.pk}, "another member's row in the answer"
+        assert not row_ids(response.json()) & table_ids(probe.name, their_ids), (
+            "another member's row in the answer"
+        )
     assert their_state(theirs) == before, "another member's rows changed"
     assert not AgentRun.objects.filter(run_as=roster.member, thread__run_as=roster.member2).exists()
 
