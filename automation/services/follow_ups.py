@@ -127,10 +127,13 @@ MAX_REFUSED_ARGUMENTS_CHARS = 10_000
 
 
 def _bounded(arguments) -> dict:
+    """``arguments`` as JSON the database accepts: numbers JSON cannot hold (NaN, ±Infinity,
+    which a model's arguments may parse to) are kept as their names."""
     text = json.dumps(arguments, default=str)
     if len(text) > MAX_REFUSED_ARGUMENTS_CHARS:
         return {"truncated": text[:MAX_REFUSED_ARGUMENTS_CHARS]}
-    return arguments if isinstance(arguments, dict) else {"arguments": arguments}
+    stored = json.loads(text, parse_constant=str)
+    return stored if isinstance(stored, dict) else {"arguments": stored}
 
 
 def follow_up_refusal_record(*, run_id, code: str, reason: str, arguments) -> FollowUpRefusal | None:

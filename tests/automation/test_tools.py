@@ -136,11 +136,11 @@ def test_a_reply_url_inside_our_network_is_refused(roster, replying_agent, setti
     assert record.outcome == "refused" and "169.254.169.254 is a link-local address" in record.result["error"]
 
 
-def test_outlook_replies_answer_not_configured(roster, replying_agent):
+def test_an_outlook_action_without_a_mailbox_answers_that_it_cannot_reply(roster, replying_agent):
     action = ActionFactory(agent=replying_agent, run_as=roster.owner, provider=Action.Provider.OUTLOOK)
     run = provider_run(roster, action, "!send_reply hello")
     assert execute(run) == "completed"
-    assert "not configured" in ToolCall.objects.get().result["error"]
+    assert "no mailbox configured" in ToolCall.objects.get().result["error"]
 
 
 def test_send_reply_is_offered_only_when_chosen_and_the_run_has_a_channel(roster):
@@ -243,9 +243,11 @@ def test_a_member_sees_the_calls_of_their_own_runs_only(client, roster):
     )
     execute(mine)
     theirs = runs.run_create(
-        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!reply owner secret plan",
-        thread=mine.thread,
-    )  # fmt: skip
+        agent=roster.agent,
+        run_as=roster.owner,
+        source=RunSource.MANUAL,
+        prompt="!reply owner secret plan",
+    )  # fmt: skip  (the owner's work may not join the member's thread: scope.check_thread)
     execute(theirs)
     ToolCall.objects.create(
         run=theirs, organization=roster.org, tool="send_reply", idempotency_key="owner-1",
@@ -255,3 +257,5 @@ def test_a_member_sees_the_calls_of_their_own_runs_only(client, roster):
     page = client.get(f"/orgs/acme/threads/{mine.thread_id}/").content.decode()
     assert f'id="model-call-{mine.model_calls.get().pk}"' in page
     assert f'id="model-call-{theirs.model_calls.get().pk}"' not in page and "owner-only text" not in page
+    other = client.get(f"/orgs/acme/threads/{theirs.thread_id}/")
+    assert other.status_code == 404 and "owner-only text" not in other.content.decode()

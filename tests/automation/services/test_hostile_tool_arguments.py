@@ -10,8 +10,9 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from automation import tools
 from automation.models import FollowUp
-from automation.services import follow_ups, runs
+from automation.services import runs
 from tests.factories import AgentRunFactory
 
 FUZZ = settings(
@@ -58,7 +59,7 @@ def test_any_tool_arguments_schedule_a_follow_up_or_are_refused_with_a_reason(ro
     FollowUp.objects.all().delete()
     run = AgentRunFactory(agent=roster.agent, run_as=roster.member)
     lease = runs.claim_run(run_id=run.pk, worker="fuzz")
-    (tool,) = follow_ups.tools_for_run(run=lease.run, lease_token=lease.token)
+    (tool,) = tools.tools_for_run(run=lease.run, lease_token=lease.token)
     # What the openai runtime hands the tool: the model's JSON text, decoded.
     decoded = json.loads(json.dumps(arguments, allow_nan=True))
     result = tool.call(decoded)
