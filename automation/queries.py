@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from django.db import IntegrityError, connection, models, transaction
 
 from agentpress.agents.models import Message
-from automation.models import AgentRun, ProviderEvent, RunEvent
+from automation.models import AgentRun, ModelCall, ProviderEvent, RunEvent
 from automation.states import RUN_ACTIVE
 
 
@@ -285,6 +285,32 @@ def update_rows(objs: list[models.Model], fields: list[str]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+
+
+# --- record a model call ----------------------------------------------------------------------
+
+
+def record_model_call(call: ModelCall) -> None:
+    """Insert ``call`` and add its tokens and cost to its run's totals: one statement on
+    PostgreSQL (the insert in a CTE), so the totals are always the sum of the run's calls."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            call.save(force_insert=True)
+            AgentRun.objects.filter(pk=call.run_id).update(
+                input_tokens=models.F("input_tokens") + call.input_tokens,
+                output_tokens=models.F("output_tokens") + call.output_tokens,
+                cost=models.F("cost") + call.cost,
+            )
+        return
+    insert, params = _insert_sql(call)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH call AS ({insert} RETURNING run_id, input_tokens, output_tokens, cost)"
+            " UPDATE agent_runs SET input_tokens = agent_runs.input_tokens + call.input_tokens,"
+            " output_tokens = agent_runs.output_tokens + call.output_tokens, cost = agent_runs.cost + call.cost"
+            " FROM call WHERE agent_runs.id = call.run_id",
+            params,
+        )
 
 
 # --- complete or fail a run --------------------------------------------------------------------

@@ -32,7 +32,7 @@ This module states the rules once; everything else calls it:
 """
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 
 from agentpress.agents.models import Thread
 from agentpress.orgs.models import Membership
@@ -92,6 +92,34 @@ def context_refusal(*, source: str, context_type: str) -> str:
 def run_as_refusal(*, organization, user) -> str:
     """Why work may no longer run as ``user`` in ``organization``, or an empty string."""
     return _refusal(access_for(user, organization))
+
+
+def with_run_as_membership(work: QuerySet) -> QuerySet:
+    """``work`` (rows with an ``organization`` and a ``run_as``) with each row's run-as
+    membership read in the same statement, so ``work_refusal`` asks nothing more."""
+    membership = Membership.objects.filter(
+        organization_id=OuterRef("organization_id"), user_id=OuterRef("run_as_id")
+    )
+    return work.annotate(
+        run_as_role=Subquery(membership.values("role")[:1]),
+        run_as_permissions=Subquery(membership.values("permissions")[:1]),
+    )
+
+
+def work_refusal(row) -> str:
+    """``run_as_refusal`` for one work row; a row from ``with_run_as_membership`` brings the
+    membership along, any other row looks it up."""
+    if not hasattr(row, "run_as_role"):
+        return run_as_refusal(organization=row.organization, user=row.run_as)
+    membership = None
+    if row.run_as_role is not None:
+        membership = Membership(
+            organization_id=row.organization_id,
+            user_id=row.run_as_id,
+            role=row.run_as_role,
+            permissions=row.run_as_permissions,
+        )
+    return _refusal(Access(organization=row.organization, user=row.run_as, membership=membership))
 
 
 def run_as_refusals(work) -> dict[tuple[int, int], str]:

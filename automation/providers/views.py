@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from agentpress.ops.metrics import record_webhook_rejection
-from automation import tasks
+from automation import scope, tasks
 from automation.models import Action
 from automation.providers import outlook, webhook
 from automation.services import outlook as outlook_services
@@ -97,7 +97,11 @@ def answer(result: Ingested) -> dict:
 @require_POST
 @logs_refusals
 def action_hook(request, action_id):
-    action = Action.objects.select_related("organization", "agent", "run_as").filter(pk=action_id).first()
+    action = (
+        scope.with_run_as_membership(Action.objects.select_related("organization", "agent", "run_as"))
+        .filter(pk=action_id)
+        .first()
+    )
     if action is None:
         return error(404, "No such action.", "unknown_action")
     if action.provider == Action.Provider.OUTLOOK and "validationToken" in request.GET:

@@ -127,6 +127,8 @@ MAX_REFUSED_ARGUMENTS_CHARS = 10_000
 
 
 def _bounded(arguments) -> dict:
+    """``arguments`` as JSON the database accepts: numbers JSON cannot hold (NaN, ±Infinity,
+    which a model's arguments may parse to) are kept as their names."""
     text = json.dumps(arguments, default=str)
     if len(text) > MAX_REFUSED_ARGUMENTS_CHARS:
         return {"truncated": text[:MAX_REFUSED_ARGUMENTS_CHARS]}

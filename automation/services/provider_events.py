@@ -75,7 +75,8 @@ def ingest_event(*, action: Action, event: InboundEvent, ignore_reason: str = ""
     its context, joins a debounced run that is not yet due (``coalesced``), or waits behind
     the active run (``deferred``). The inbound content is written to the thread as an
     ``event`` message; the run is sent to a worker when the transaction commits. ``action``
-    should come with its organization, agent and run-as user (``select_related``).
+    should come with its organization, agent and run-as user (``select_related``) and, on
+    the hot path, the run-as membership (``scope.with_run_as_membership``).
     """
     event_id = event.event_id[:255]
     if repeat := queries.count_repeated_delivery(action_id=action.pk, event_id=event_id):
@@ -124,7 +125,7 @@ def _gate(action: Action) -> str:
         return "The agent is disabled."
     if refusal := scope.context_refusal(source=RunSource.PROVIDER_EVENT, context_type=action.context_type):
         return refusal
-    if refusal := scope.run_as_refusal(organization=action.organization, user=action.run_as):
+    if refusal := scope.work_refusal(action):
         return f"The action runs as a user who may not run work: {refusal}"
     return ""
 

@@ -1,16 +1,14 @@
 """What a run's model calls used: one ``ModelCall`` row per attempt, and the run's totals.
 
-Each row is written as the call happens, in one transaction with the increments of the
+Each row is written as the call happens, in one statement with the increments of the
 run's totals (``input_tokens``, ``output_tokens``, ``cost``), so the totals are always the
 sum of the run's model calls: whether it then completes, fails or is stopped, and while it
 is running (the per-run token ceiling reads them).
 """
 
-from django.db import transaction
-from django.db.models import F
-
 from agentpress.agents.runtime import ModelCallRecord
 from agentpress.ops import metrics
+from automation import queries
 from automation.models import AgentRun, ModelCall
 
 
@@ -21,8 +19,8 @@ class UsageRecorder:
         self.run = run
 
     def record(self, call: ModelCallRecord) -> None:
-        with transaction.atomic():
-            ModelCall.objects.create(
+        queries.record_model_call(
+            ModelCall(
                 run_id=self.run.pk,
                 organization_id=self.run.organization_id,
                 agent_id=self.run.agent_id,
@@ -38,9 +36,5 @@ class UsageRecorder:
                 error=call.error,
                 cost=call.cost,
             )
-            AgentRun.objects.filter(pk=self.run.pk).update(
-                input_tokens=F("input_tokens") + call.input_tokens,
-                output_tokens=F("output_tokens") + call.output_tokens,
-                cost=F("cost") + call.cost,
-            )
+        )
         metrics.record_model_call(org=self.run.organization.slug, agent=self.run.agent_id, call=call)

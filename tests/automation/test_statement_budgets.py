@@ -51,15 +51,15 @@ def test_a_manual_run_from_create_to_completed(roster):
     assert AgentRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
     # thread + run + event + prompt: one statement; the broker send costs none
     assert create == 1
-    # the claim is issue 15's (claim_run with admission): BEGIN, lock timeout, lock, admission,
-    # agent, update, event, COMMIT, reload
+    # the claim is issue 15's (claim_run with admission): BEGIN, lock timeout, lock the row,
+    # admission, the agent, the update, its event, COMMIT, the run reloaded
     assert claim <= 9
-    # besides the claim: the thread's history; the model call's row and usage totals (issue 17:
-    # BEGIN, insert, update, COMMIT); completion with its event and messages (one statement);
-    # the admission check for runs waiting on the freed capacity (issue 15)
-    assert execute - claim <= 7
+    # besides the claim: the thread's history; the model call's row with the run's usage
+    # totals (one statement, issue 17); completion with its event and messages (one
+    # statement); the admission check for runs waiting on the freed capacity (issue 15)
+    assert execute - claim <= 4
     # the goal is 6 outside the agent: this part holds 3 (create, history, completion)
-    assert create + execute <= 3 + 4 + 1 + claim
+    assert create + execute <= 3 + 1 + 1 + claim
 
 
 def due_schedules(roster, count):
@@ -83,8 +83,9 @@ def test_firing_due_slots_costs_the_same_for_ten_or_a_hundred(roster):
         due_schedules(roster, count)
         started, cost[count] = statements(schedules.fire_due_schedules)
         assert started == count == AgentRun.objects.filter(source=RunSource.SCHEDULE).count()
-    # BEGIN, claim the batch, the run-as members still in the org (issue 13), their active
-    # runs, thread ids, the runs (with threads, events, prompts), the schedules' next slots, COMMIT
+    # BEGIN, claim the batch, the run-as members still in the org (issue 13, one query per
+    # batch), their active runs, thread ids, the runs (with threads, events, prompts), the
+    # schedules' next slots, COMMIT
     assert cost[10] == cost[100] <= 8
 
 
@@ -118,8 +119,9 @@ def test_one_webhook_delivery_and_its_repeat(roster):
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     assert ProviderEvent.objects.get().status == ProviderEventStatus.STARTED
     assert AgentRun.objects.count() == 1
-    # the action; the repeat probe; BEGIN; the event; the context (active run, thread); a
-    # thread id; the run with its thread, event, messages; the event's outcome; COMMIT
-    assert delivery <= 10  # one more since the merges of issues 13-15 (was 9)
+    # the action with its run-as membership (issue 13); the repeat probe; BEGIN; the event;
+    # the context (active run, thread); a thread id; the run with its thread, event,
+    # messages; the event's outcome; COMMIT
+    assert delivery <= 9
     # the action, then one statement counts the repeat
     assert repeat == 2

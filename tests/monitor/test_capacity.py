@@ -69,7 +69,7 @@ def test_an_owner_raises_the_limit_on_capabilities_and_the_held_run_is_sent(
     client, roster, held, monkeypatch, django_capture_on_commit_callbacks
 ):
     sent = []
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: sent.append(run_id) or True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: sent.append(run_id) or True)
     client.force_login(roster.owner)
     url = f"/orgs/{roster.org.slug}/agents/{roster.agent.pk}/capabilities/"
     with django_capture_on_commit_callbacks(execute=True):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 def no_broker(monkeypatch):
     from automation.services import runs
 
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
 
 
 def start(roster, **kw):

@@ -9,7 +9,7 @@ from tests.factories import ActionFactory
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
 
 
 def api(user):

@@ -20,7 +20,7 @@ def fixture(name: str):
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
     """Runs are stored and dispatched on commit; these tests look at rows, not workers."""
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
 
 
 @pytest.fixture

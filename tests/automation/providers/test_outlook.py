@@ -190,7 +190,7 @@ def test_not_a_notification_collection_is_400(mailbox):
 
 
 def test_second_message_of_the_conversation_reuses_the_thread(mailbox, graph_stub, monkeypatch):
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
     first_id = graph_stub.add_message(subject="Refund", conversation="conv-7")
     second_id = graph_stub.add_message(subject="Re: Refund", conversation="conv-7")
     outlook_mail.message_notified(action_id=mailbox.pk, message_id=first_id)

@@ -13,7 +13,7 @@ from tests.factories import ActionFactory
 @pytest.fixture
 def conversation(roster, graph_stub, monkeypatch):
     """An Outlook action whose conversation ``conv-9`` received two e-mails, and the run they started."""
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
     action = ActionFactory(
         organization=roster.org, agent=roster.agent, run_as=roster.owner, provider="outlook"
     )

@@ -7,6 +7,7 @@ import time_machine
 from django.test import Client
 
 from agentpress.agents.models import MessageRole
+from agentpress.orgs.models import Membership
 from automation.models import AgentRun, ProviderEvent
 from automation.providers import webhook
 from automation.states import ProviderEventStatus, RunSource, RunStatus
@@ -153,3 +154,30 @@ def test_disabled_action_is_recorded_as_ignored(client, webhook_action):
     assert response.status_code == 202
     assert response.json()["status"] == "ignored" and "disabled" in response.json()["reason"]
     assert not AgentRun.objects.exists()
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize(
+    "end, reason",
+    [
+        (lambda m: m.delete(), "member is no longer a member of the organization."),
+        (
+            lambda m: Membership.objects.filter(pk=m.pk).update(permissions=[]),
+            "no longer holds the actions:manage",
+        ),
+    ],
+    ids=["removed", "lost_permission"],
+)
+def test_a_delivery_to_an_action_whose_run_as_membership_ended_is_ignored_with_the_reason(
+    client, webhook_action, roster, end, reason
+):
+    """The hook reads the run-as membership with the action: it gates as the service does."""
+    webhook_action.run_as = roster.member
+    webhook_action.save()
+    started = deliver(client, webhook_action, BODY, signed_headers(SECRET, BODY, msg_id="msg_before"))
+    assert started.json()["status"] == "started"
+    end(Membership.objects.get(organization=roster.org, user=roster.member))
+    response = deliver(client, webhook_action, BODY, signed_headers(SECRET, BODY, msg_id="msg_after"))
+    assert response.status_code == 202
+    assert response.json()["status"] == "ignored" and reason in response.json()["reason"]
+    assert AgentRun.objects.count() == 1

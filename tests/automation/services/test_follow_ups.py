@@ -394,7 +394,7 @@ def test_a_failing_follow_up_is_kept_visible_and_does_not_block_the_queue(roster
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_firings_over_500_due_follow_ups_start_exactly_500_runs(roster, monkeypatch):
     require_postgres()
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)  # no broker needed
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)  # no broker needed
     due = timezone.now() - timedelta(minutes=1)
     FollowUp.objects.bulk_create(
         FollowUp(

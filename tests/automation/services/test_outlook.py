@@ -25,7 +25,7 @@ FETCH = r"/users/[^/]+/messages/[^/]+$"  # one message, not the delta
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
     """Runs are stored and dispatched on commit; these tests look at rows, not run workers."""
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
 
 
 @pytest.fixture

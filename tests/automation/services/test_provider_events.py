@@ -21,7 +21,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 @pytest.fixture(autouse=True)
 def no_broker(monkeypatch):
-    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id: True)
+    monkeypatch.setattr(runs, "dispatch_run", lambda *, run_id, **_: True)
 
 
 @pytest.fixture
@@ -238,9 +238,14 @@ def test_the_partial_unique_index_is_the_guard(action, monkeypatch):
     """Two deliveries that both looked before either inserted (as concurrent ones do): with
     the index the second waits behind the first; without it a second conversation starts."""
     require_postgres()
-    monkeypatch.setattr(provider_events.runs, "find_active_run", lambda **_: None)
+    looked = provider_events.queries.context_state
+    # The look before the insert sees no active run (the thread it finds is kept); the index
+    # must refuse the second insert, after which the event waits behind the run that won.
+    monkeypatch.setattr(provider_events.queries, "context_state", lambda **key: (None, looked(**key)[1]))
     assert [ingest_event(action=action, event=event(n)).outcome for n in (1, 2)] == ["started", "deferred"]
     assert AgentRun.objects.filter(status=RunStatus.PENDING).count() == 1
+    first = AgentRun.objects.get(status=RunStatus.PENDING)
+    assert ProviderEvent.objects.get(event_id="evt-2").deferred_behind_id == first.pk
 
     guard = next(c for c in AgentRun._meta.constraints if c.name == "agent_runs_one_active_per_context")
     with connection.schema_editor() as editor:
