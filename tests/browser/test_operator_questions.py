@@ -7,7 +7,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from automation.models import FollowUpRefusal, ProviderEvent, RefusedDelivery
-from automation.services.runs import cancel_run
+from automation.services.settlement import cancel_run
 from automation.states import ProviderEventStatus, RunStatus
 from tests.factories import ActionFactory, AgentRunFactory, FollowUpFactory, ScheduleFactory, ThreadFactory
 

@@ -3,7 +3,7 @@
 import pytest
 
 from automation.models import AgentRun, AuditEntry
-from automation.services.runs import cancel_run
+from automation.services.settlement import cancel_run
 from automation.states import RunStatus
 from tests.factories import AgentRunFactory
 
