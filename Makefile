@@ -16,9 +16,9 @@ venv: $(STAMP)
 
 # Embedded default: SQLite + Celery's filesystem broker under var/, DEBUG on.
 # Web, worker and beat share one metrics directory, so /metrics shows the worker's counters too.
-METRICS_DIR = $(or $(PROMETHEUS_MULTIPROC_DIR),$(or $(AGENTPRESS_VAR_DIR),$(CURDIR)/var)/prometheus)
+METRICS_DIR := $(or $(PROMETHEUS_MULTIPROC_DIR),$(or $(AGENTPRESS_VAR_DIR),$(CURDIR)/var)/prometheus)
 run: export DEBUG ?= true
-run: export PROMETHEUS_MULTIPROC_DIR = $(METRICS_DIR)
+run: export PROMETHEUS_MULTIPROC_DIR := $(METRICS_DIR)
 run: $(STAMP)
 	mkdir -p var
 	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
