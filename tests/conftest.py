@@ -7,6 +7,20 @@ from tests.factories import AgentFactory, MembershipFactory, OrganizationFactory
 from tests.support import services
 
 
+@pytest.fixture(autouse=True)
+def _no_process_heartbeat_inside_a_test_transaction(request, monkeypatch):
+    """A run executed in-line by a test that runs inside one transaction (``db``) is invisible
+    to the process heartbeat, which beats on a connection of its own: it would find the lease
+    "lost" and stop the agent whenever a beat fell inside the run. Such tests run without it;
+    tests on committed data (``transactional_db``, real workers) keep the real heartbeat."""
+    if "transactional_db" in request.fixturenames or "live_server" in request.fixturenames:
+        return
+    from automation.worker import heartbeat
+
+    heartbeat.stop()  # one an earlier test on committed data started
+    monkeypatch.setattr(heartbeat, "ensure_started", lambda **kwargs: None)
+
+
 @pytest.fixture
 def roster(db):
     """An org with every kind of user, and a second org with its own owner and agent."""
