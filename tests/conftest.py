@@ -53,9 +53,12 @@ def worker_pool(transactional_db, tmp_path):
     services.flush_test_broker()
     started: list[services.Process] = []
 
-    def start(name="w1", concurrency=2, **env):
+    def start(name="w1", concurrency=2, pool="threads", **env):
         proc = services.Process(
-            name, services.celery_worker_argv(concurrency, name), services.child_env(**env), tmp_path
+            name,
+            services.celery_worker_argv(concurrency, name, pool=pool),
+            services.child_env(**env),
+            tmp_path,
         )
         started.append(proc)
         proc.wait_for("ready.", timeout=60)

@@ -21,9 +21,13 @@ def free_port() -> int:
 
 def test_worker_serves_counters_from_all_its_pool_processes(roster, worker_pool, tmp_path):
     port = free_port()
-    worker_pool(
-        concurrency=2, PROMETHEUS_MULTIPROC_DIR=tmp_path / "prom", AUTOMATION_WORKER_METRICS_PORT=port
+    worker = worker_pool(
+        concurrency=2,
+        pool="prefork",
+        PROMETHEUS_MULTIPROC_DIR=tmp_path / "prom",
+        AUTOMATION_WORKER_METRICS_PORT=port,
     )
+    assert len(worker.children()) >= 2, "a prefork pool: one process per slot"
     made = [
         runs.run_create(
             agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!sleep 1\n!reply x"

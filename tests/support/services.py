@@ -144,7 +144,9 @@ def celery_worker_argv(concurrency: int = 2, hostname: str = "w1", pool: str = "
         "agentpress",
         "worker",
         "-P",
-        pool,
+        # Celery's CLI cannot tell an explicit ``-P prefork`` from its own default and lets the
+        # configured ``worker_pool`` (threads) win; ``processes`` is prefork by its other name.
+        "processes" if pool == "prefork" else pool,
         "-c",
         str(concurrency),
         "--without-gossip",
