@@ -14,28 +14,41 @@ Rows are written with the columns and values Django itself would write (defaults
 added to a model needs no change here.
 """
 
+import functools
 from collections.abc import Iterable
 
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 
 from agentpress.agents.models import Message
 from automation.models import AgentRun, ModelCall, ProviderEvent, RunEvent
 from automation.states import RUN_ACTIVE
 
 
+@functools.cache
+def _layout(model: type[models.Model], vendor: str) -> tuple[tuple[models.Field, str, str], ...]:
+    """Each concrete field of ``model`` with its quoted column and its placeholder (typed on
+    PostgreSQL), worked out once per model: a batch of rows pays for it once, not per cell."""
+    db = connections[DEFAULT_DB_ALIAS]
+    return tuple(
+        (
+            field,
+            db.ops.quote_name(field.column),
+            f"CAST(%s AS {field.db_type(db)})" if vendor == "postgresql" else "%s",
+        )
+        for field in model._meta.local_concrete_fields
+    )
+
+
 def _row(obj: models.Model) -> tuple[list[str], list[str], list]:
     """Columns, placeholders (typed on PostgreSQL) and parameters of ``obj`` as an INSERT row."""
+    db = connections[DEFAULT_DB_ALIAS]
     columns, placeholders, params = [], [], []
-    for field in type(obj)._meta.local_concrete_fields:
+    for field, column, placeholder in _layout(type(obj), db.vendor):
         if field.primary_key and getattr(obj, field.attname) is None:
             continue  # a serial key: the database numbers the row
-        value = field.get_db_prep_save(field.pre_save(obj, add=True), connection)
-        columns.append(connection.ops.quote_name(field.column))
-        if connection.vendor == "postgresql":
-            placeholders.append(f"CAST(%s AS {field.db_type(connection)})")
-        else:
-            placeholders.append("%s")
-        params.append(value)
+        columns.append(column)
+        placeholders.append(placeholder)
+        params.append(field.get_db_prep_save(field.pre_save(obj, add=True), db))
     return columns, placeholders, params
 
 

@@ -319,16 +319,17 @@ def dispatch_run(*, run_id, stamp: bool = True) -> bool:
 
 
 def dispatch_runs(run_ids: list) -> int:
-    """Send ``execute_run`` for each run through one broker connection; returns how many
-    went. Those not sent when the broker fails are cleared for the redispatch sweep."""
-    sent = 0
+    """Send ``execute_run`` for each run through one broker connection, pipelined where the
+    transport can (kombu's ``Producer.batch``: one round trip to Redis per thousand messages);
+    returns how many went. When the broker fails, every run of the batch is cleared for the
+    redispatch sweep: one that did go out is then sent twice, which its claim makes harmless."""
     try:
-        with current_app.producer_or_acquire() as producer:
+        with current_app.producer_or_acquire() as producer, producer.batch():
             for run_id in run_ids:
                 signature(EXECUTE_RUN_TASK, args=[str(run_id)]).apply_async(producer=producer, retry=False)
-                sent += 1
+        sent = len(run_ids)
     except Exception as exc:  # broker down: the runs are stored; redispatch_pending_runs re-sends them
-        unsent = run_ids[sent:]
+        sent, unsent = 0, run_ids
         logger.warning("Could not send %s runs to the broker: %s", len(unsent), exc)
         with transaction.atomic():
             AgentRun.objects.filter(pk__in=unsent, status=RunStatus.PENDING).update(dispatched_at=None)
