@@ -268,6 +268,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 AUTOMATION_BROKER_RECONNECT_SECONDS = env.float("AUTOMATION_BROKER_RECONNECT_SECONDS", default=2)
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CONSUMER = "automation.worker.consumer:Consumer"
+# The engine's ticks and sweeps have a queue of their own, consumed by a small worker of their
+# own (the Procfile's ``maintenance``): a worker whose every slot holds a run, with a backlog
+# queued behind them, must never hold back the sweep that recovers a crashed worker's runs or
+# the tick that fires schedules. Runs (``automation.execute_run``) and provider work stay on
+# the default queue.
+AUTOMATION_MAINTENANCE_QUEUE = "automation.maintenance"
+CELERY_TASK_ROUTES = {
+    name: {"queue": AUTOMATION_MAINTENANCE_QUEUE}
+    for name in (
+        "automation.fire_due_schedules",
+        "automation.fire_due_follow_ups",
+        "automation.dispatch_pending_runs",
+        "automation.recover_runs",
+        "automation.apply_retention",
+        "automation.maintain_outlook_subscriptions",
+    )
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Write each periodic task's last_run_at as soon as beat sends it (not every 3 minutes):

@@ -25,9 +25,12 @@ def start(name: str, argv: list[str], ready: str, **env) -> services.Process:
     return proc
 
 
-def worker(name: str, concurrency: int = 2, app: str = "agentpress", queue: str = "", **env):
-    """A prefork celery worker at log level warning (no line per task, as in production)."""
-    argv = services.celery_worker_argv(concurrency, name, pool="prefork")
+def worker(
+    name: str, concurrency: int = 2, app: str = "agentpress", queue: str = "", pool: str = "prefork", **env
+):
+    """A celery worker at log level warning (no line per task, as in production): the
+    Procfile's ``threads`` pool (our app: ready once its heartbeat wrote its row) or prefork."""
+    argv = services.celery_worker_argv(concurrency, name, pool=pool)
     argv[argv.index("agentpress")] = app
     argv[argv.index("-l") + 1] = "warning"
     if queue:
@@ -36,7 +39,16 @@ def worker(name: str, concurrency: int = 2, app: str = "agentpress", queue: str 
     proc = services.Process(name, argv, child_env(**env), LOG_DIR)
     # at level warning nothing says "ready": wait for the pool, then for the consumer loop
     try:
-        services.wait_until(lambda: len(proc.children()) >= concurrency, timeout=60, message=f"{name} pool")
+        if pool == "threads":
+            from automation.models import Worker
+
+            services.wait_until(
+                lambda: Worker.objects.filter(name__startswith=f"{name}@").exists(), timeout=60, message=name
+            )
+        else:
+            services.wait_until(
+                lambda: len(proc.children()) >= concurrency, timeout=60, message=f"{name} pool"
+            )
     except AssertionError:
         proc.stop()
         raise

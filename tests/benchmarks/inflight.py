@@ -98,17 +98,20 @@ class StubModel(threading.Thread):
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def procfile_worker_argv(name: str) -> list[str]:
-    """The ``worker`` line of the Procfile, run with this interpreter, quiet, under ``name``."""
+def procfile_worker_argv(name: str, process: str = "worker") -> list[str]:
+    """A worker line of the Procfile (``worker`` or ``maintenance``), run with this
+    interpreter, quiet, under ``name``."""
     line = next(
         raw.split(":", 1)[1]
         for raw in (services.ROOT / "Procfile").read_text().splitlines()
-        if raw.startswith("worker:")
+        if raw.startswith(f"{process}:")
     )
     argv = shlex.split(line)
     assert argv[0] == "celery"
     argv = [sys.executable, "-m", *argv]
     argv[argv.index("-l") + 1] = "warning"
+    if "-n" in argv:
+        del argv[argv.index("-n") : argv.index("-n") + 2]
     return [*argv, "-n", f"{name}@%h"]
 
 
@@ -204,6 +207,9 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         check=True, capture_output=True,
     )  # fmt: skip
     beat = common.start_quiet(f"{name}-beat", services.celery_beat_argv(f"{name}-beat"))
+    maintenance = common.start_quiet(
+        f"{name}-maintenance", procfile_worker_argv(f"{name}-maintenance", "maintenance")
+    )
     sampler = Sampler(proc.pid, app_name)
     try:
         services.wait_until(
@@ -233,6 +239,7 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         sampler.join(5)
         proc.stop()
         beat.stop()
+        maintenance.stop()
     failed = AgentRun.objects.filter(pk__in=ids, status=RunStatus.FAILED)
     span = AgentRun.objects.filter(pk__in=ids).aggregate(first=Min("created_at"), last=Max("started_at"))
     return {

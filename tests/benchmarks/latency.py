@@ -109,7 +109,13 @@ def _celery_beat_clocked() -> list[float]:
     procs = []
     try:
         procs.append(
-            common.worker("bench-stamp", concurrency=2, app="tests.benchmarks.noop_app", queue="bench_noop")
+            common.worker(
+                "bench-stamp",
+                concurrency=2,
+                app="tests.benchmarks.noop_app",
+                queue="bench_noop",
+                pool="prefork",
+            )
         )
         procs.append(
             common.start_quiet("bench-beat-clocked", services.celery_beat_argv("bench-beat-clocked"))

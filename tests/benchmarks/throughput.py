@@ -15,19 +15,21 @@ from tests.benchmarks import common
 from tests.support import services
 
 RUNS = 1000
+THREADS = 16  # the threads pool: runs in flight in one process (the Procfile's model)
 NOOPS = 3000
 RAW_JOBS = 5000
 
 
-def our_engine() -> float:
+def our_engine(pool: str, concurrency: int) -> float:
     from automation.models import AgentRun
     from automation.services.runs import run_create
     from automation.states import RunSource, RunStatus
 
+    AgentRun.objects.all().delete()
     _, owner, _, agent = common.fixture_org()
     for n in range(RUNS):  # each create sends execute_run on commit; no worker is up yet
         run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt=f"!reply {n}")
-    proc = common.worker("bench-engine", concurrency=2)
+    proc = common.worker(f"bench-engine-{pool}", concurrency=concurrency, pool=pool)
     try:
         begin = time.perf_counter()
         services.wait_until(
@@ -69,7 +71,9 @@ def bare_celery() -> float:
     client.delete("bench_noop")
     for _ in range(NOOPS):
         noop_app.noop.delay()
-    proc = common.worker("bench-noop", concurrency=2, app="tests.benchmarks.noop_app", queue="bench_noop")
+    proc = common.worker(
+        "bench-noop", concurrency=2, app="tests.benchmarks.noop_app", queue="bench_noop", pool="prefork"
+    )
     try:
         begin = time.perf_counter()
         services.wait_until(lambda: client.llen("bench_noop") == 0, timeout=600, interval=0.01)
@@ -115,27 +119,38 @@ def raw_skip_locked(dsn: str) -> float:
 
 def run(dsn: str) -> list[dict]:
     statements, claim = statements_per_run()
-    ours = our_engine()
+    prefork = our_engine("prefork", 2)
+    threads = our_engine("threads", THREADS)
     celery_rate = bare_celery()
     raw = raw_skip_locked(dsn)
     return [
         {
             "benchmark": "1 throughput",
-            "figure": "runs/s end to end (1 worker, concurrency 2)",
-            "value": round(ours, 1),
-            "baseline": "bare Celery no-op tasks/s",
+            "figure": "runs/s end to end (1 worker, prefork × 2)",
+            "value": round(prefork, 1),
+            "baseline": "bare Celery no-op tasks/s (prefork × 2)",
             "baseline_value": round(celery_rate, 1),
-            "ratio": round(ours / celery_rate, 3),
+            "ratio": round(prefork / celery_rate, 3),
             "goal": "ratio >= 0.4",
-            "met": ours / celery_rate >= 0.4,
+            "met": prefork / celery_rate >= 0.4,
         },
         {
             "benchmark": "1 throughput",
-            "figure": "runs/s end to end (1 worker, concurrency 2)",
-            "value": round(ours, 1),
+            "figure": f"runs/s end to end (1 worker, the Procfile's threads pool × {THREADS})",
+            "value": round(threads, 1),
+            "baseline": "bare Celery no-op tasks/s (prefork × 2)",
+            "baseline_value": round(celery_rate, 1),
+            "ratio": round(threads / celery_rate, 3),
+            "goal": "ratio >= 0.4",
+            "met": threads / celery_rate >= 0.4,
+        },
+        {
+            "benchmark": "1 throughput",
+            "figure": "runs/s end to end (1 worker, prefork × 2)",
+            "value": round(prefork, 1),
             "baseline": "raw PostgreSQL SKIP LOCKED claim+complete jobs/s (2 workers)",
             "baseline_value": round(raw, 1),
-            "ratio": round(ours / raw, 3),
+            "ratio": round(prefork / raw, 3),
             "goal": "",
             "met": None,
         },

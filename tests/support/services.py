@@ -152,6 +152,8 @@ def celery_worker_argv(concurrency: int = 2, hostname: str = "w1", pool: str = "
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        "-Q",  # one process runs everything here; the Procfile gives maintenance its own
+        "celery,automation.maintenance",
         "-n",
         f"{hostname}@%h",
         "-l",
