@@ -113,6 +113,12 @@ class AgentRun(models.Model):
                 condition=Q(status=RunStatus.PENDING),
                 name="agent_runs_pending_due",
             ),
+            # the claim's fair order reads each agent's oldest pending runs (admission.NEXT_FAIR_RUN_PG)
+            models.Index(
+                fields=["agent", "created_at", "id"],
+                condition=Q(status=RunStatus.PENDING),
+                name="agent_runs_pending_per_agent",
+            ),
             models.Index(
                 fields=["organization", "agent", "context_type", "context_key", "-created_at"],
                 name="agent_runs_context",

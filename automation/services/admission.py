@@ -109,9 +109,11 @@ class Hold:
 
 # The claim's statements -------------------------------------------------------------------
 
-# The next eligible run in fair order. ``{exclude}`` and ``{lock}`` are filled per call: the
-# organizations/agents this claim already found held, and ``FOR NO KEY UPDATE OF r SKIP
-# LOCKED`` on PostgreSQL (SQLite's IMMEDIATE transaction already holds the database).
+# The next eligible run in fair order: fewest in flight for its organization, then for its
+# agent, then the message's own run, then the oldest. ``{exclude}`` and ``{lock}`` are filled
+# per call: the organizations/agents this claim already found held, and the lock (none on
+# SQLite, whose IMMEDIATE transaction already holds the database). This form sorts every
+# pending run: SQLite's (it has no LATERAL); PostgreSQL takes ``NEXT_FAIR_RUN_PG``.
 NEXT_FAIR_RUN = """
 WITH org_load AS (
     SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
@@ -138,6 +140,52 @@ ORDER BY COALESCE(ol.n, 0), COALESCE(al.n, 0),
 LIMIT 1
 {lock}
 """
+
+# The same order on PostgreSQL, without sorting every pending run on every claim: the fair
+# order only ever picks an agent's oldest pending runs (or the message's own run), so each
+# eligible agent offers its ``HEADS_PER_AGENT`` oldest, read from the partial index
+# ``agent_runs_pending_per_agent``, and only those are sorted and locked. Concurrent claimers
+# step over each other's locked rows (``SKIP LOCKED``); the message's own run is always among
+# the candidates, so a wake-up for a run never misses it because others hold the heads.
+NEXT_FAIR_RUN_PG = """
+WITH org_load AS (
+    SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
+    GROUP BY organization_id
+), agent_load AS (
+    SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
+), eligible AS (
+    SELECT a.id AS agent_id, COALESCE(ol.n, 0) AS org_n, COALESCE(al.n, 0) AS agent_n
+    FROM {agents} a
+    JOIN {orgs} o ON o.id = a.organization_id
+    LEFT JOIN org_load ol ON ol.organization_id = a.organization_id
+    LEFT JOIN agent_load al ON al.agent_id = a.id
+    WHERE (COALESCE(o.max_concurrent_runs, %(org_default)s) = 0
+           OR COALESCE(ol.n, 0) < COALESCE(o.max_concurrent_runs, %(org_default)s))
+      AND (COALESCE(a.max_concurrent_runs, %(agent_default)s) = 0
+           OR COALESCE(al.n, 0) < COALESCE(a.max_concurrent_runs, %(agent_default)s))
+      {exclude}
+), heads AS (
+    SELECT h.id FROM eligible e
+    CROSS JOIN LATERAL (
+        SELECT p.id FROM agent_runs p
+        WHERE p.agent_id = e.agent_id AND p.status = 'pending'
+          AND (p.not_before IS NULL OR p.not_before <= %(now)s)
+          AND p.waiting_reason NOT LIKE %(budget_held)s
+        ORDER BY p.created_at, p.id
+        LIMIT %(heads)s
+    ) h
+)
+SELECT r.id, r.attempt, r.organization_id, r.agent_id
+FROM agent_runs r JOIN eligible e ON e.agent_id = r.agent_id
+WHERE r.id = ANY(ARRAY(SELECT id FROM heads UNION ALL SELECT CAST(%(preferred)s AS uuid)))
+  AND r.status = 'pending'
+  AND (r.not_before IS NULL OR r.not_before <= %(now)s)
+  AND r.waiting_reason NOT LIKE %(budget_held)s
+ORDER BY e.org_n, e.agent_n, CASE WHEN r.id = %(preferred)s THEN 0 ELSE 1 END, r.created_at, r.id
+LIMIT 1
+FOR NO KEY UPDATE OF r SKIP LOCKED
+"""
+HEADS_PER_AGENT = 64
 
 # The message's own run, only by id (admission off: the broker's order is the order).
 THE_RUN = """
@@ -169,15 +217,20 @@ class Exclusions:
         else:
             self.organizations.add(hold.organization_id)
 
-    def sql(self) -> tuple[str, dict]:
+    def sql(self, *, organization: str = "r.organization_id", agent: str = "r.agent_id") -> tuple[str, dict]:
+        """``AND … NOT IN (…)`` over the given columns (a run's by default, an agent's in
+        ``NEXT_FAIR_RUN_PG``), with its parameters."""
         parts, params = [], {}
-        for column, ids in (("organization_id", self.organizations), ("agent_id", self.agents)):
+        for key, column, ids in (
+            ("organization_id", organization, self.organizations),
+            ("agent_id", agent, self.agents),
+        ):
             names = []
             for n, pk in enumerate(sorted(ids)):
-                names.append(f"%(x_{column}_{n})s")
-                params[f"x_{column}_{n}"] = pk
+                names.append(f"%(x_{key}_{n})s")
+                params[f"x_{key}_{n}"] = pk
             if names:
-                parts.append(f"AND r.{column} NOT IN ({', '.join(names)})")
+                parts.append(f"AND {column} NOT IN ({', '.join(names)})")
         return " ".join(parts), params
 
 
@@ -226,6 +279,12 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
         if preferred is None:
             return None
         sql, args = THE_RUN.format(lock=lock), params
+    elif _postgres():
+        excluded, excluded_params = exclude.sql(organization="a.organization_id", agent="a.id")
+        sql = NEXT_FAIR_RUN_PG.format(
+            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded
+        )
+        args = params | excluded_params | {"heads": HEADS_PER_AGENT}
     else:
         excluded, excluded_params = exclude.sql()
         sql = NEXT_FAIR_RUN.format(

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from automation.models import AgentRun
-from automation.services import budgets, runs, settlement
+from automation.services import admission, budgets, runs, settlement
 from automation.services.recovery import recover_stale_leases, redispatch_pending_runs
 from automation.states import RunSource, RunStatus, WaitingKind, waiting_kind
 from tests.factories import AgentFactory, AgentRunFactory, OrganizationFactory
@@ -108,7 +108,9 @@ def test_recovering_a_crashed_workers_runs_gives_their_slots_back(roster):
 
 
 @pytest.mark.sqlite
-def test_fair_order_across_three_organizations_with_unequal_backlogs(roster):
+@pytest.mark.parametrize("heads", [admission.HEADS_PER_AGENT, 2])  # 2: each agent offers fewer than it has
+def test_fair_order_across_three_organizations_with_unequal_backlogs(roster, heads, monkeypatch):
+    monkeypatch.setattr(admission, "HEADS_PER_AGENT", heads)
     orgs = {name: OrganizationFactory(slug=name) for name in "ABC"}
     agents = {name: AgentFactory(organization=org) for name, org in orgs.items()}
     label = {}
@@ -136,6 +138,13 @@ def test_the_messages_run_wins_a_tie_and_an_other_org_only_when_fairer(roster):
     assert runs.claim_run(run_id=second.pk, worker="w").run.pk == second.pk  # tie: the message's run
     other = pending(roster.other_agent)[0]
     assert runs.claim_run(run_id=first.pk, worker="w").run.pk == other.pk  # globex has nothing in flight
+
+
+def test_the_messages_run_is_a_candidate_even_behind_more_than_an_agents_heads(roster, monkeypatch):
+    monkeypatch.setattr(admission, "HEADS_PER_AGENT", 2)
+    backlog = pending(roster.agent, 5)
+    assert runs.claim_run(run_id=backlog[-1].pk, worker="w").run.pk == backlog[-1].pk
+    assert runs.claim_run(worker="w").run.pk == backlog[0].pk  # no message: the oldest
 
 
 @pytest.mark.sqlite
