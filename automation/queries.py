@@ -329,6 +329,43 @@ def record_model_call(call: ModelCall) -> None:
 # --- complete or fail a run --------------------------------------------------------------------
 
 
+def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> bool:
+    """The claim's guarded ``UPDATE`` (``fields`` holds ``running`` and the new lease) where the
+    run's status is in ``allowed``, with its ``claimed`` event. One statement on PostgreSQL;
+    ``False`` (nothing written) when another claim, a cancel or a sweep got there first."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            if AgentRun.objects.filter(pk=run_id, status__in=allowed).update(**fields) != 1:
+                return False
+            event.save(force_insert=True)
+        return True
+    return _guarded_update(run_id=run_id, allowed=allowed, lease_token=None, fields=fields, rows=[event])
+
+
+def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows) -> bool:
+    """``UPDATE agent_runs SET <fields>`` of one run whose status is in ``allowed`` (and whose
+    lease is ``lease_token``, unless that is ``None``), writing ``rows`` only when it matched."""
+    assignments, params = [], []
+    for name, value in fields.items():
+        field = AgentRun._meta.get_field(name)
+        assignments.append(f"{connection.ops.quote_name(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    guard = "id = %s AND status = ANY(%s)"
+    params += [run_id, list(allowed)]
+    if lease_token is not None:
+        guard += " AND lease_token = %s"
+        params.append(lease_token)
+    parts = [f"changed AS (UPDATE agent_runs SET {', '.join(assignments)} WHERE {guard} RETURNING id)"]
+    for n, obj in enumerate(rows):
+        sql, values = _select_row_sql(obj, "changed")
+        parts.append(f"w{n} AS ({sql})")
+        params += values
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM changed", params)
+        (done,) = cursor.fetchone()
+    return done == 1
+
+
 def finish_run(
     *, run: AgentRun, lease_token, allowed, fields: dict, event: RunEvent, messages: Iterable[Message] = ()
 ) -> bool:
@@ -340,25 +377,9 @@ def finish_run(
         return _finish_run_sqlite(
             run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages
         )
-    assignments, params = [], []
-    for name, value in fields.items():
-        field = AgentRun._meta.get_field(name)
-        assignments.append(f"{connection.ops.quote_name(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    parts = [
-        "ended AS (UPDATE agent_runs SET "
-        + ", ".join(assignments)
-        + " WHERE id = %s AND status = ANY(%s) AND lease_token = %s RETURNING id)"
-    ]
-    params += [run.pk, list(allowed), lease_token]
-    for n, obj in enumerate([event, *messages]):
-        sql, values = _select_row_sql(obj, "ended")
-        parts.append(f"w{n} AS ({sql})")
-        params += values
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM ended", params)
-        (done,) = cursor.fetchone()
-    return done == 1
+    return _guarded_update(
+        run_id=run.pk, allowed=allowed, lease_token=lease_token, fields=fields, rows=[event, *messages]
+    )
 
 
 def _finish_run_sqlite(*, run, lease_token, fields, allowed, event, messages) -> bool:

@@ -121,7 +121,7 @@ WITH org_load AS (
 ), agent_load AS (
     SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
 )
-SELECT r.id, r.attempt, r.organization_id, r.agent_id
+SELECT r.id, r.attempt, r.organization_id, r.agent_id, {guarded} AS guarded
 FROM agent_runs r
 JOIN {orgs} o ON o.id = r.organization_id
 JOIN {agents} a ON a.id = r.agent_id
@@ -154,7 +154,7 @@ WITH org_load AS (
 ), agent_load AS (
     SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
 ), eligible AS (
-    SELECT a.id AS agent_id, COALESCE(ol.n, 0) AS org_n, COALESCE(al.n, 0) AS agent_n
+    SELECT a.id AS agent_id, COALESCE(ol.n, 0) AS org_n, COALESCE(al.n, 0) AS agent_n, {guarded} AS guarded
     FROM {agents} a
     JOIN {orgs} o ON o.id = a.organization_id
     LEFT JOIN org_load ol ON ol.organization_id = a.organization_id
@@ -175,7 +175,7 @@ WITH org_load AS (
         LIMIT %(heads)s
     ) h
 )
-SELECT r.id, r.attempt, r.organization_id, r.agent_id
+SELECT r.id, r.attempt, r.organization_id, r.agent_id, e.guarded
 FROM agent_runs r JOIN eligible e ON e.agent_id = r.agent_id
 WHERE r.id = ANY(ARRAY(SELECT id FROM heads UNION ALL SELECT CAST(%(preferred)s AS uuid)))
   AND r.status = 'pending'
@@ -186,6 +186,13 @@ LIMIT 1
 FOR NO KEY UPDATE OF r SKIP LOCKED
 """
 HEADS_PER_AGENT = 64
+
+# Whether a limit or a daily budget applies to the candidate's organization or agent: only
+# then does ``admit`` load them, take the admission locks and count.
+GUARDED = """(COALESCE(o.max_concurrent_runs, %(org_default)s) > 0
+    OR COALESCE(a.max_concurrent_runs, %(agent_default)s) > 0
+    OR o.daily_run_limit IS NOT NULL OR o.daily_token_limit IS NOT NULL OR o.daily_cost_limit IS NOT NULL
+    OR a.daily_run_limit IS NOT NULL OR a.daily_token_limit IS NOT NULL OR a.daily_cost_limit IS NOT NULL)"""
 
 # The message's own run, only by id (admission off: the broker's order is the order).
 THE_RUN = """
@@ -202,6 +209,7 @@ class Candidate:
     attempt: int
     organization_id: int
     agent_id: int
+    guarded: bool = True  # a limit or budget applies: ``admit`` must count
 
 
 @dataclass
@@ -254,10 +262,11 @@ def _lock_preferred(run_id) -> None:
     """
     if not _postgres():
         return
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}")
+    with connection.cursor() as cursor:  # one round trip: Django's client-side binding cursor sends both
         cursor.execute(
-            "SELECT 1 FROM agent_runs WHERE id = %s AND status = 'pending' FOR NO KEY UPDATE", [run_id]
+            f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}; "
+            "SELECT 1 FROM agent_runs WHERE id = %s AND status = 'pending' FOR NO KEY UPDATE",
+            [run_id],
         )
 
 
@@ -282,13 +291,17 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
     elif _postgres():
         excluded, excluded_params = exclude.sql(organization="a.organization_id", agent="a.id")
         sql = NEXT_FAIR_RUN_PG.format(
-            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded
+            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded, guarded=GUARDED
         )
         args = params | excluded_params | {"heads": HEADS_PER_AGENT}
     else:
         excluded, excluded_params = exclude.sql()
         sql = NEXT_FAIR_RUN.format(
-            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded, lock=lock
+            orgs=Organization._meta.db_table,
+            agents=Agent._meta.db_table,
+            exclude=excluded,
+            lock=lock,
+            guarded=GUARDED,
         )
         args = params | excluded_params
     with connection.cursor() as cursor:
@@ -296,7 +309,13 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
         row = cursor.fetchone()
     if row is None:
         return None
-    return Candidate(id=as_run_id(row[0]), attempt=row[1], organization_id=row[2], agent_id=row[3])
+    return Candidate(
+        id=as_run_id(row[0]),
+        attempt=row[1],
+        organization_id=row[2],
+        agent_id=row[3],
+        guarded=bool(row[4]) if len(row) > 4 else True,
+    )
 
 
 def _lock_admission(candidate: Candidate) -> None:
@@ -315,8 +334,8 @@ def _lock_admission(candidate: Candidate) -> None:
 
 def admit(candidate: Candidate, *, now: datetime) -> Hold | None:
     """Under the admission locks: ``None`` when the candidate may start now, else its hold."""
-    if not enabled():
-        return None
+    if not enabled() or not candidate.guarded:
+        return None  # no limit, no budget: nothing to count, no lock needed
     agent = Agent.objects.select_related("organization").get(pk=candidate.agent_id)
     org = agent.organization
     limited = org_limit(org.max_concurrent_runs) or agent_limit(agent.max_concurrent_runs)

@@ -402,20 +402,25 @@ def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | 
         if hold is not None:
             return hold
         attempt = candidate.attempt + 1
-        claimed = _transition(
-            candidate.id,
-            RunStatus.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            lease_owner=worker,
-            lease_token=token,
-            lease_expires_at=now + lease_ttl(),
-            attempt=attempt,
-            waiting_reason="",
+        claimed = queries.start_run(
+            run_id=candidate.id,
+            allowed=RUN_TRANSITIONS[RunStatus.RUNNING],
+            fields={
+                "status": RunStatus.RUNNING,
+                "started_at": now,
+                "heartbeat_at": now,
+                "lease_owner": worker,
+                "lease_token": token,
+                "lease_expires_at": now + lease_ttl(),
+                "attempt": attempt,
+                "waiting_reason": "",
+            },
+            event=RunEvent(
+                run_id=candidate.id, kind="claimed", detail={"worker": worker, "attempt": attempt}
+            ),
         )
         if not claimed:
             return None
-        record_event(candidate.id, "claimed", worker=worker, attempt=attempt)
     return Lease(
         run=AgentRun.objects.select_related("agent", "thread", "organization").get(pk=candidate.id),
         token=token,

@@ -51,9 +51,10 @@ def test_a_manual_run_from_create_to_completed(roster):
     assert AgentRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
     # thread + run + event + prompt: one statement; the broker send costs none
     assert create == 1
-    # the claim is issue 15's (claim_run with admission): BEGIN, lock timeout, lock the row,
-    # admission, the agent, the update, its event, COMMIT, the run reloaded
-    assert claim <= 9
+    # the claim (claim_run with admission): BEGIN; the lock timeout with the lock on the row;
+    # the next fair run; the update with its event; COMMIT; the run reloaded with its agent.
+    # No limit or budget applies here, so admission neither loads the agent nor counts.
+    assert claim <= 6
     # besides the claim: the thread's history; the model call's row with the run's usage
     # totals (one statement, issue 17); completion with its event and messages (one
     # statement); the admission check for runs waiting on the freed capacity (issue 15)
