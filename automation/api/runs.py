@@ -239,6 +239,13 @@ class AgentRunListView(OrgScopedView):
     def get_queryset(self):
         return run_values(selectors.runs_for(self.access))
 
+    def filter_queryset(self, queryset):
+        # Without a filter in the query string the FilterSet (its filters copied, a form built and
+        # validated) has nothing to narrow: the unfiltered first page skips it.
+        if set(self.request.query_params) <= RunFilter.OTHER_PARAMETERS:
+            return queryset
+        return super().filter_queryset(queryset)
+
     @extend_schema(
         operation_id="agent_runs_list",
         summary="Run attempts and summary counts",
