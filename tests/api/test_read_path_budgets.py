@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from automation.admin.runs import CappedCountPaginator
-from automation.states import RunSource, RunStatus
+from automation.states import RunStatus
 from tests.factories import AgentFactory, AgentRunFactory, FollowUpFactory, ScheduleFactory, UserFactory
 
 pytestmark = pytest.mark.sqlite
@@ -30,7 +30,7 @@ STATUSES = [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.COMPLETED, RunStatus
 
 
 def seed_runs(roster, n: int) -> None:
-    """``n`` runs of the org spread over agents, run-as users, statuses and sources, each in its
+    """``n`` runs of the org spread over two agents, three run-as users and five statuses, each in its
     own thread, with schedules and follow-ups to count beside them."""
     agents = [roster.agent, AgentFactory(organization=roster.org, name=f"Agent {n}")]
     people = [roster.owner, roster.member, roster.member2]
@@ -39,7 +39,6 @@ def seed_runs(roster, n: int) -> None:
             agent=agents[i % 2],
             run_as=people[i % 3],
             status=STATUSES[i % len(STATUSES)],
-            source=RunSource.MANUAL,
         )
     ScheduleFactory(agent=agents[0], run_as=people[n % 3], next_run_at="2030-01-01T00:00:00Z")
     FollowUpFactory(agent=agents[1], run_as=people[n % 3])
