@@ -18,7 +18,11 @@ from .permissions import owned_organizations
 
 
 def is_owner_anywhere(user) -> bool:
-    return user.is_active and (user.is_superuser or owned_organizations(user).exists())
+    # Asked for every registered model and permission on each admin page: once per user
+    # object, which is the request's own (loaded again on every request).
+    if not hasattr(user, "_owner_anywhere"):
+        user._owner_anywhere = user.is_active and (user.is_superuser or owned_organizations(user).exists())
+    return user._owner_anywhere
 
 
 class OwnerAuthenticationForm(AdminAuthenticationForm):

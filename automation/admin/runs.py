@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 
 from agentpress.orgs.admin import OrgScopedAdmin, owner_admin_site
+from automation import lookups
 from automation.admin.audit import AuditedAdminMixin
 from automation.models import AgentRun, RunEvent
 from automation.services import runs as run_services
@@ -18,13 +19,15 @@ RUN_TIMING_FIELDS = [
 
 class CappedCountPaginator(Paginator):
     """Counts at most ``CAP`` rows: the changelist of a million runs never counts them all
-    (it then reports ``CAP`` runs and that many pages; filters narrow it down)."""
+    (it then reports ``CAP`` runs and that many pages; filters narrow it down). The count is
+    unordered: any ``CAP`` rows count the same, and an owner's scope (``organization IN …``)
+    would otherwise sort every run of their orgs to count the first ``CAP``."""
 
     CAP = 10_000
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.CAP].count()
+        return self.object_list.order_by()[: self.CAP].count()
 
 
 class RunEventInline(admin.TabularInline):
@@ -47,13 +50,21 @@ class AgentRunAdmin(AuditedAdminMixin, OrgScopedAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
     list_per_page = 50  # rendering the rows is most of the page's time
-    search_fields = ["id", "context_key", "last_error"]
+    search_fields = ["context_key", "last_error"]  # and a run id or its start: get_search_results
     list_select_related = ["organization", "agent", "run_as"]
     readonly_fields = ["status", *RUN_TIMING_FIELDS, "last_error"]
     raw_id_fields = ["thread", "schedule", "action", "follow_up", "previous_run", "retry_of", "run_as"]
     inlines = [RunEventInline]
     actions = ["cancel_runs", "retry_runs"]
     show_full_result_count = False
+
+    def get_search_results(self, request, queryset, search_term):
+        """A run id, or its start as the console shows it (6 or more hex digits), is a range of
+        the primary key's index; other terms search the context key and the last error."""
+        bounds = lookups.run_id_range(search_term)
+        if bounds is not None:
+            return queryset.filter(pk__range=bounds), False
+        return super().get_search_results(request, queryset, search_term)
 
     def has_add_permission(self, request):
         return False  # runs start through services (API, schedules, events), never a bare form

@@ -4,6 +4,8 @@ import django_filters
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import F
+from djangorestframework_camel_case.render import CamelCaseBrowsableAPIRenderer, CamelCaseJSONRenderer
+from djangorestframework_camel_case.util import camelize
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -57,29 +59,54 @@ class AgentRunSerializer(serializers.ModelSerializer):
 
 
 # The list reads its rows with ``.values()`` and formats only what JSON cannot carry as is:
-# DRF's field-by-field serialization of this wide row was most of the list's time. The
-# answer is the serializer's own (``test_the_list_answers_what_the_serializer_writes``).
+# DRF's field-by-field serialization of this wide row was most of the list's time. The rows
+# leave here camelized, each key once for all rows, so the renderer does not walk them again
+# (``RunPageRenderer``). The answer is the serializer's own, camelized as the renderer would
+# (``test_the_list_answers_what_the_serializer_writes``).
 _JOINED = {"agent_name": F("agent__name"), "run_as_username": F("run_as__username")}
 _COLUMNS = [name for name in AgentRunSerializer.Meta.fields if name not in _JOINED]
+_FIELDS = AgentRunSerializer().fields
 _FORMATTED = {
     name: field.to_representation
-    for name, field in AgentRunSerializer().fields.items()
+    for name, field in _FIELDS.items()
     if isinstance(field, serializers.DateTimeField | serializers.UUIDField | serializers.DecimalField)
 }
+_NESTED = [name for name, field in _FIELDS.items() if isinstance(field, serializers.JSONField)]
+_CAMEL = {name: next(iter(camelize({name: None}))) for name in AgentRunSerializer.Meta.fields}
 
 
-def run_rows(runs) -> list[dict]:
+class CamelizedRows(list):
+    """Rows whose keys, nested JSON included, are already what ``CamelCaseJSONRenderer`` writes."""
+
+
+def run_rows(runs) -> CamelizedRows:
     """The rows of ``runs`` (a ``.values()`` queryset from ``run_values``) as ``AgentRunSerializer``
-    writes them."""
+    writes them, camelized."""
+    rows = CamelizedRows()
     for row in runs:
         for name, formatted in _FORMATTED.items():
             if row[name] is not None:
                 row[name] = formatted(row[name])
-    return runs
+        for name in _NESTED:
+            if row[name]:
+                row[name] = camelize(row[name])
+        rows.append({_CAMEL[name]: value for name, value in row.items()})
+    return rows
 
 
 def run_values(runs):
     return runs.values(*_COLUMNS, **_JOINED)
+
+
+class RunPageRenderer(CamelCaseJSONRenderer):
+    """Camelizes a page of runs around its rows, which ``run_rows`` camelized already; any
+    other answer (an error) is camelized whole."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, dict) and isinstance(data.get("results"), CamelizedRows):
+            page = {key: value if key == "results" else camelize(value) for key, value in data.items()}
+            return super(CamelCaseJSONRenderer, self).render(page, accepted_media_type, renderer_context)
+        return super().render(data, accepted_media_type, renderer_context)
 
 
 class AgentRunDetailSerializer(AgentRunSerializer):
@@ -207,9 +234,17 @@ class AgentRunListView(OrgScopedView):
     serializer_class = AgentRunSerializer
     pagination_class = LimitCursorPagination
     filterset_class = RunFilter
+    renderer_classes = [RunPageRenderer, CamelCaseBrowsableAPIRenderer]
 
     def get_queryset(self):
         return run_values(selectors.runs_for(self.access))
+
+    def filter_queryset(self, queryset):
+        # Without a filter in the query string the FilterSet (its filters copied, a form built and
+        # validated) has nothing to narrow: the unfiltered first page skips it.
+        if set(self.request.query_params) <= RunFilter.OTHER_PARAMETERS:
+            return queryset
+        return super().filter_queryset(queryset)
 
     @extend_schema(
         operation_id="agent_runs_list",
