@@ -11,7 +11,7 @@ from standardwebhooks import Webhook
 
 from agentpress.agents.models import Message, MessageRole
 from automation import tools
-from automation.models import Action, AgentRun, FollowUp, ToolCall
+from automation.models import Action, AgentRun, FollowUp, FollowUpRefusal, ToolCall
 from automation.services import follow_ups, runs, usage
 from automation.services.execution import execute_run
 from automation.states import RunSource, RunStatus
@@ -344,3 +344,28 @@ def test_a_reply_arriving_while_the_model_answers_suppresses_its_send(
     assert suppressed.evidence["message_id"] == arrived[0].pk
     told = json.loads(model_stub.requests[-1]["body"]["messages"][-1]["content"])
     assert told["ok"] is False and "Stop condition reply_received met" in told["error"]
+
+
+def test_with_self_reschedule_off_the_model_still_gets_the_tool_and_its_call_is_refused_once(
+    roster, model_stub
+):
+    agent = on_the_model(roster.agent)
+    agent.self_reschedule_enabled = False
+    agent.save()
+    arguments = {"delay_seconds": 7200, "continuation_prompt": "check the refund"}
+    model_stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", arguments)])),
+        Reply(body=completion("I cannot follow up by myself.")),
+    ]
+    run = runs.run_create(agent=agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="Follow up later")
+    assert execute(run) == "completed"
+    offered = [t["function"]["name"] for t in model_stub.requests[0]["body"]["tools"]]
+    assert offered == ["schedule_follow_up"]
+    (refusal,) = FollowUpRefusal.objects.filter(run=run)
+    assert refusal.code == "capability_off" and "Self-reschedule" in refusal.reason
+    assert list(run.events.filter(kind="follow_up_refused").values_list("detail__code", flat=True)) == [
+        "capability_off"
+    ]
+    told = json.loads(model_stub.requests[1]["body"]["messages"][-1]["content"])
+    assert told == {"ok": False, "error": refusal.reason}
+    assert not FollowUp.objects.exists()
