@@ -1,6 +1,7 @@
 """Usage and cost per model call and per run, and the SDK's retries (issue 17 items 1 and 4),
 against a local OpenAI-compatible HTTP server."""
 
+import socket
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -254,3 +255,25 @@ def scrape(client) -> dict:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def test_a_slow_answer_is_retried_and_each_attempt_is_a_row(roster, endpoint, stub, settings):
+    settings.AUTOMATION_MODEL_ENDPOINTS["stub"] |= {"timeout_seconds": 0.3, "max_retries": 1}
+    stub.replies = [Reply(body=completion("too late"), delay=5), Reply(body=completion("In time."))]
+    run = run_agent(roster, openai_agent(roster, endpoint))
+    assert run.status == RunStatus.COMPLETED
+    rows = list(ModelCall.objects.filter(run=run).values_list("attempt", "outcome", "status_code"))
+    assert rows == [(1, "retried", None), (2, "ok", 200)]
+
+
+def test_a_refused_connection_is_retried_then_fails_naming_the_endpoint(roster, settings):
+    with socket.socket() as probe:  # a port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.AUTOMATION_MODEL_ENDPOINTS = {
+        "down": {"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 1}
+    }
+    run = run_agent(roster, openai_agent(roster, "down"))
+    assert run.status == RunStatus.FAILED
+    assert run.last_error == "Could not connect to the model endpoint 'down' (after 2 attempts)."
+    assert list(ModelCall.objects.filter(run=run).values_list("outcome", flat=True)) == ["retried", "error"]
