@@ -170,8 +170,8 @@ def test_capabilities_page_sets_the_agents_tools_for_owners_only(client, roster)
     assert 'name="tools" value="send_reply" checked' in client.get(url).content.decode()
 
 
-def chain_run(roster, depth):
-    """A running run at the end of a chain of ``depth`` follow-ups."""
+def chain_run(roster, depth, claim=True):
+    """A running (or, unclaimed, pending) run at the end of a chain of ``depth`` follow-ups."""
     previous = AgentRunFactory(agent=roster.agent, run_as=roster.owner, status=RunStatus.COMPLETED)
     for _ in range(depth):
         follow_up = FollowUp.objects.create(
@@ -189,7 +189,7 @@ def chain_run(roster, depth):
             continuation_prompt="again", scheduled_for=timezone.now(), status="running",
         ),
     )  # fmt: skip
-    return runs.claim_run(run_id=run.pk, worker="w1")
+    return runs.claim_run(run_id=run.pk, worker="w1") if claim else run
 
 
 def test_a_follow_up_chain_at_the_limit_is_refused_back_to_the_agent(roster, settings):
@@ -369,3 +369,23 @@ def test_with_self_reschedule_off_the_model_still_gets_the_tool_and_its_call_is_
     told = json.loads(model_stub.requests[1]["body"]["messages"][-1]["content"])
     assert told == {"ok": False, "error": refusal.reason}
     assert not FollowUp.objects.exists()
+
+
+def test_a_model_asking_past_the_chain_limit_is_told_why_and_the_refusal_is_on_the_timeline(
+    roster, model_stub, settings
+):
+    settings.AUTOMATION_MAX_FOLLOW_UP_CHAIN = 2
+    agent = on_the_model(roster.agent)
+    agent.self_reschedule_enabled = True
+    agent.save()
+    run = chain_run(roster, depth=1, claim=False)  # follow-up 2 of its chain: a third would pass the limit
+    model_stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", {"delay_seconds": 3600, "continuation_prompt": "again"})])),
+        Reply(body=completion("Stopping the chain here.")),
+    ]  # fmt: skip
+    assert execute(run) == "completed"
+    assert not FollowUp.objects.filter(previous_run=run).exists()
+    refused = run.events.get(kind="follow_up_refused").detail
+    assert refused["code"] == "runaway_guard" and "AUTOMATION_MAX_FOLLOW_UP_CHAIN is 2" in refused["reason"]
+    told = json.loads(model_stub.requests[-1]["body"]["messages"][-1]["content"])
+    assert told == {"ok": False, "error": refused["reason"]}
