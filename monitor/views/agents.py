@@ -159,7 +159,10 @@ def _capabilities(request, access: Access, agent, limits_form, status=200):
         "schedules_empty_text": empty_text,
         "limits_form": limits_form,
         "capacity": capacity_services.agent_capacities([agent])[agent.pk],
-        "usage_today": budgets.usage_since(start, agent_id=agent.pk),
+        # the budget meter: the agent's day for owners and admins, a member's own runs for them
+        "usage_today": budgets.usage_since(
+            start, agent_id=agent.pk, run_as_id=None if access.org_wide else access.user.pk
+        ),
         **agent_usage(access, agent, now),
         "tool_choices": [(spec, spec.name in tools.enabled_tools(agent)) for spec in tools.REGISTRY.values()],
     }

@@ -118,14 +118,17 @@ def test_a_member_sees_only_their_own_usage_and_never_another_orgs(api, client, 
     owner_total = api.get(USAGE, {"groupBy": "agent", **RANGE}).json()["total"]
     assert (owner_total["runs"], owner_total["tokens"]) == (2, 7722)  # the org's runs, not globex's
 
+    # started that day too, so today's budget meter on the agent's page counts them
+    AgentRun.objects.update(started_at=EARLY_ON_THE_SECOND)
     client.force_login(roster.member2)
-    with time_machine.travel(EARLY_ON_THE_SECOND + timedelta(hours=1), tick=False):
+    with time_machine.travel(EARLY_ON_THE_SECOND + timedelta(minutes=10), tick=False):
         trends = client.get(TRENDS, {"start": "2026-03-01T00:00", "end": "2026-03-03T00:00"}).content.decode()
         capabilities = client.get(f"/orgs/acme/agents/{roster.agent.pk}/capabilities/").content.decode()
     for page in (trends, capabilities):
         assert "Member A&#x27;s private schedule" not in page and "7700" not in page and "7722" not in page
         assert "<td>22</td>" in page  # member B's own tokens
     assert "Globex agent" not in trends and "99000" not in trends
+    assert "Today (UTC), your runs: 1 runs, 22 tokens, cost 0.002000." in capabilities
 
 
 @pytest.mark.parametrize(
