@@ -122,14 +122,15 @@ def usage_report(
             .values("day")
             .annotate(**_TOTALS)
         }
-        rows, day = [], start.astimezone(zone).date()
+        first = start.astimezone(zone).date()
         last = (end - timedelta(microseconds=1)).astimezone(zone).date()
-        while day <= last:
+        rows = []
+        for offset in range((last - first).days + 1):
+            day = first + timedelta(days=offset)
             values = found.get(day)
             rows.append(
                 _row(day, day.isoformat(), values) if values else UsageRow(key=day, label=day.isoformat())
             )
-            day += timedelta(days=1)
         return UsageReport(group_by, rows, truncated=False)
     if group_by == "agent":
         keys = {"key": F("agent_id"), "name": F("agent__name"), "owner": F("agent_id")}

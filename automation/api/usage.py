@@ -1,7 +1,7 @@
 """``/api/orgs/<orgSlug>/usage``: runs, tokens and cost per day, agent or schedule over a range,
 in the caller's scope (a member: their own runs) and the organization's time zone."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.urls import path
 from django.utils import timezone
@@ -16,6 +16,8 @@ from automation.api.base import OrgScopedView
 
 DEFAULT_RANGE = timedelta(days=7)
 MAX_RANGE = timedelta(days=93)
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 PARAMETERS = {"groupBy", "createdAfter", "createdBefore", "agentId", "format"}
 
 
@@ -26,8 +28,16 @@ class UsageQuery(serializers.Serializer):
     agent_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
 
     def validate(self, data):
+        for name in ("created_after", "created_before"):
+            if name in data and not EARLIEST <= data[name] <= LATEST:
+                # days are counted in the organization's zone, which may lie a day either side
+                raise serializers.ValidationError(
+                    {name: [f"Must be from {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}."]}
+                )
         end = data.get("created_before") or timezone.now()
-        start = data.get("created_after") or end - DEFAULT_RANGE
+        start = data.get("created_after") or (
+            end - DEFAULT_RANGE if end - EARLIEST > DEFAULT_RANGE else EARLIEST
+        )
         if start >= end:
             raise serializers.ValidationError({"created_before": ["Must be after createdAfter."]})
         if end - start > MAX_RANGE:
