@@ -1,6 +1,6 @@
 from django.urls import path
 
-from automation.api import capacity, follow_up_refusals, follow_ups, provider_events, runs, schedules
+from automation.api import capacity, follow_up_refusals, follow_ups, provider_events, runs, schedules, usage
 
 org = "orgs/<slug:org_slug>/"
 
@@ -14,4 +14,5 @@ urlpatterns = [
     *follow_up_refusals.urlpatterns,
     *provider_events.urlpatterns,
     *capacity.urlpatterns,
+    *usage.urlpatterns,
 ]

@@ -43,13 +43,16 @@ class Usage:
     cost: Decimal
 
 
-def usage_since(since: datetime, *, organization_id=None, agent_id=None) -> Usage:
-    """Runs started since ``since`` and their token and cost totals."""
+def usage_since(since: datetime, *, organization_id=None, agent_id=None, run_as_id=None) -> Usage:
+    """Runs started since ``since`` and their token and cost totals (``run_as_id``: only the
+    runs of that user, what a member may see)."""
     qs = AgentRun.objects.filter(started_at__gte=since)
     if organization_id is not None:
         qs = qs.filter(organization_id=organization_id)
     if agent_id is not None:
         qs = qs.filter(agent_id=agent_id)
+    if run_as_id is not None:
+        qs = qs.filter(run_as_id=run_as_id)
     totals = qs.aggregate(
         runs=Count("*"),
         tokens=Coalesce(Sum(F("input_tokens") + F("output_tokens")), 0),

@@ -30,8 +30,10 @@ class ToolSpec:
     description: str
     parameters: dict
     optional: bool  # chosen per agent in Agent.tools
-    unavailable: Callable[[AgentRun], str]  # why it is not offered on this run; "" when it is
     call: Callable[["CallContext", dict], dict]
+    # Why it is not offered on this run ("" when it is); none: always offered. Rules that the
+    # call itself refuses and records (a capability, a guard) belong in the call, not here.
+    unavailable: Callable[[AgentRun], str] | None = None
 
 
 @dataclass
@@ -46,13 +48,11 @@ class CallContext:
         return hashlib.sha256(f"{self.original_run_id}:{tool}:{self.counts[tool]}".encode()).hexdigest()
 
 
-def _follow_up_unavailable(run: AgentRun) -> str:
-    """Always offered: with Self-reschedule off the call is refused by name and the refusal is
-    recorded (``follow_ups.follow_up_refusal_record``), instead of the agent meeting an unknown tool."""
-    return ""
-
-
 def _schedule_follow_up(context: CallContext, arguments) -> dict:
+    """Always offered: the capability and the runaway guards are checked once, in
+    ``follow_ups.schedule_follow_up``, which refuses by name and records the refusal (a
+    ``FollowUpRefusal`` and a ``follow_up_refused`` timeline entry), instead of the agent
+    meeting an unknown tool."""
     return follow_ups.schedule_follow_up(
         run_id=context.run.pk, lease_token=context.lease_token, arguments=arguments
     )
@@ -83,7 +83,6 @@ REGISTRY: dict[str, ToolSpec] = {
             description=follow_up_requests.TOOL_DESCRIPTION,
             parameters=follow_up_requests.TOOL_PARAMETERS,
             optional=False,
-            unavailable=_follow_up_unavailable,
             call=_schedule_follow_up,
         ),
         ToolSpec(
@@ -123,7 +122,7 @@ def tools_for_run(*, run: AgentRun, lease_token) -> list[Tool]:
     offered = []
     for name in enabled_tools(run.agent):
         spec = REGISTRY[name]
-        if spec.unavailable(run):
+        if spec.unavailable is not None and spec.unavailable(run):
             continue
         offered.append(Tool(spec.name, spec.description, spec.parameters, partial(spec.call, context)))
     return offered

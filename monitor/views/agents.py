@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from agentpress.orgs.permissions import Access
-from automation import cadence, scope, selectors, tools
+from automation import cadence, scope, selectors, tools, usage_report
 from automation.models import Schedule
 from automation.services import budgets
 from automation.services import capacity as capacity_services
@@ -25,6 +25,8 @@ from monitor.access import console_view
 from monitor.forms import AgentLimitsForm, ScheduleForm
 
 PREVIEW_COUNT = 5
+# The agent page's usage table covers this many days, today included.
+USAGE_DAYS = 14
 FAILED_STATUSES = (RunStatus.FAILED, RunStatus.INTERRUPTED)
 NO_SCHEDULES = "No schedules yet. Create one to run this agent daily, weekly, every few minutes, once, or on a cron expression."
 
@@ -147,7 +149,8 @@ def _capabilities(request, access: Access, agent, limits_form, status=200):
         empty_text = "None of this agent's schedules run as you. " + NO_SCHEDULES.removeprefix(
             "No schedules yet. "
         )
-    start, _, _ = budgets.day_window(access.organization.timezone, timezone.now())
+    now = timezone.now()
+    start, _, _ = budgets.day_window(access.organization.timezone, now)
     context = {
         "access": access,
         "organization": access.organization,
@@ -156,10 +159,30 @@ def _capabilities(request, access: Access, agent, limits_form, status=200):
         "schedules_empty_text": empty_text,
         "limits_form": limits_form,
         "capacity": capacity_services.agent_capacities([agent])[agent.pk],
-        "usage_today": budgets.usage_since(start, agent_id=agent.pk),
+        # the budget meter: the agent's day for owners and admins, a member's own runs for them
+        "usage_today": budgets.usage_since(
+            start, agent_id=agent.pk, run_as_id=None if access.org_wide else access.user.pk
+        ),
+        **agent_usage(access, agent, now),
         "tool_choices": [(spec, spec.name in tools.enabled_tools(agent)) for spec in tools.REGISTRY.values()],
     }
     return render(request, "agents/capabilities.html", context, status=status)
+
+
+def agent_usage(access: Access, agent, now) -> dict:
+    """The agent's runs, tokens and cost per day over the last ``USAGE_DAYS`` days and per
+    schedule, in the viewer's scope and the organization's time zone (two statements)."""
+    zone = usage_report.zone_of(access.organization.timezone)
+    start, end = usage_report.last_days(zone, now, USAGE_DAYS)
+    runs = selectors.runs_for(access).filter(agent=agent)
+    by_day = usage_report.usage_report(runs, group_by="day", start=start, end=end, zone=zone)
+    by_schedule = usage_report.usage_report(runs, group_by="schedule", start=start, end=end, zone=zone)
+    return {
+        "usage_days": USAGE_DAYS,
+        "usage_zone": zone.key,
+        "usage_by_day": by_day,
+        "usage_by_schedule": by_schedule,
+    }
 
 
 def _preview(form: ScheduleForm, access: Access, agent, stored: Schedule | None) -> dict:

@@ -1,5 +1,6 @@
 """Trends and health: runs per hour by status, failure rate and duration percentiles over a
-range, and the workers seen by their heartbeats."""
+range, usage (runs, tokens, cost) per day, agent and schedule, and the workers seen by their
+heartbeats."""
 
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from agentpress.orgs.permissions import Access
-from automation import selectors
+from automation import selectors, usage_report
 from automation.models import Worker
 from automation.states import RunStatus
 from monitor.access import console_view
@@ -110,6 +111,20 @@ def _chart_data(trends: dict) -> dict:
     }
 
 
+def range_usage(access: Access, start, end) -> dict:
+    """Usage of the caller's runs created in the range, per day (the organization's time zone),
+    per agent and per schedule: one statement each."""
+    zone = usage_report.zone_of(access.organization.timezone)
+    runs = selectors.runs_for(access)
+    return {
+        "zone": zone.key,
+        **{
+            group: usage_report.usage_report(runs, group_by=group, start=start, end=end, zone=zone)
+            for group in usage_report.GROUPS
+        },
+    }
+
+
 @console_view()
 def trends_page(request, access: Access):
     form = RangeForm(request.GET)
@@ -127,6 +142,7 @@ def trends_page(request, access: Access):
             "end": end,
             "trends": trends,
             "chart_data": _chart_data(trends),
+            "usage": range_usage(access, start, end),
         },
     )
 

@@ -213,6 +213,14 @@ ROUTES = [
     ),
     Route("api-actions", "get", lambda r: f"{ACME_API}/actions", 200),
     Route("api-capacity", "get", lambda r: f"{ACME_API}/capacity", 200),
+    Route("api-usage", "get", lambda r: f"{ACME_API}/usage", 200),
+    Route(
+        "api-usage",
+        "get",
+        lambda r: f"{ACME_API}/usage",
+        200,
+        query={"groupBy": "schedule", "agentId": "{agent}"},
+    ),
     Route(
         "api-actions",
         "post",
@@ -434,9 +442,10 @@ def table_ids(name: str, by_prefix: dict) -> set:
 
 
 def row_ids(body) -> set:
-    """The ``id`` of the resource answered, or of each one in a page."""
+    """The ``id`` of the resource answered, or of each one in a page (a report's rows, such as
+    usage per day, are no resources and have none)."""
     if isinstance(body, dict) and "results" in body:
-        return {row["id"] for row in body["results"]}
+        return {row["id"] for row in body["results"] if "id" in row}
     return {body["id"]} if isinstance(body, dict) and "id" in body else set()
 
 
@@ -724,6 +733,13 @@ PROBES = [
         "api-provider-events", "get", lambda m, t: f"{ACME_API}/provider-events", (200,),
         query=lambda m, t: {"actionId": str(t.action.pk), "contextKey": "T-1", "agentId": t.agent.pk},
     ),
+    *[
+        Probe(
+            "api-usage", "get", lambda m, t: f"{ACME_API}/usage", (200,),
+            query=lambda m, t, g=group: {"groupBy": g, "agentId": t.agent.pk},
+        )
+        for group in ("day", "agent", "schedule")
+    ],
     Probe(
         "api-actions", "post", lambda m, t: f"{ACME_API}/actions", (403,),
         data=lambda m, t: {"agentId": t.agent.pk, "name": "Hook", "provider": "webhook", "runAsId": t.run_as.pk},

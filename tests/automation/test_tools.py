@@ -1,5 +1,6 @@
 """The tool registry, the guarded ``send_reply`` and the runaway guards (issue 17 items 3, 5, 6)."""
 
+import json
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,11 +11,12 @@ from standardwebhooks import Webhook
 
 from agentpress.agents.models import Message, MessageRole
 from automation import tools
-from automation.models import Action, FollowUp, ToolCall
-from automation.services import follow_ups, runs
+from automation.models import Action, AgentRun, FollowUp, FollowUpRefusal, ToolCall
+from automation.services import follow_ups, runs, usage
 from automation.services.execution import execute_run
 from automation.states import RunSource, RunStatus
 from tests.factories import ActionFactory, AgentRunFactory
+from tests.support.model_stub import ModelStub, Reply, completion, tool_call
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -168,8 +170,8 @@ def test_capabilities_page_sets_the_agents_tools_for_owners_only(client, roster)
     assert 'name="tools" value="send_reply" checked' in client.get(url).content.decode()
 
 
-def chain_run(roster, depth):
-    """A running run at the end of a chain of ``depth`` follow-ups."""
+def chain_run(roster, depth, claim=True):
+    """A running (or, unclaimed, pending) run at the end of a chain of ``depth`` follow-ups."""
     previous = AgentRunFactory(agent=roster.agent, run_as=roster.owner, status=RunStatus.COMPLETED)
     for _ in range(depth):
         follow_up = FollowUp.objects.create(
@@ -187,7 +189,7 @@ def chain_run(roster, depth):
             continuation_prompt="again", scheduled_for=timezone.now(), status="running",
         ),
     )  # fmt: skip
-    return runs.claim_run(run_id=run.pk, worker="w1")
+    return runs.claim_run(run_id=run.pk, worker="w1") if claim else run
 
 
 def test_a_follow_up_chain_at_the_limit_is_refused_back_to_the_agent(roster, settings):
@@ -259,3 +261,131 @@ def test_a_member_sees_the_calls_of_their_own_runs_only(client, roster):
     assert f'id="model-call-{theirs.model_calls.get().pk}"' not in page and "owner-only text" not in page
     other = client.get(f"/orgs/acme/threads/{theirs.thread_id}/")
     assert other.status_code == 404 and "owner-only text" not in other.content.decode()
+
+
+# Against a local OpenAI-compatible endpoint: the model asks for send_reply itself ----------
+
+
+@pytest.fixture
+def model_stub(settings):
+    server = ModelStub().start()
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": server.url, "max_retries": 1}}
+    yield server
+    server.stop()
+
+
+def on_the_model(agent):
+    agent.runtime = "openai"
+    agent.runtime_config = {"endpoint": "stub", "model": "gpt-stub"}
+    agent.save()
+    return agent
+
+
+def test_a_model_asking_to_send_sends_once_across_a_retried_run(roster, receiver, replying_agent, model_stub):
+    on_the_model(replying_agent)
+    action = ActionFactory(
+        agent=replying_agent, run_as=roster.owner, reply_url=receiver.url, signing_secret=SECRET
+    )
+    asks_to_send = Reply(
+        body=completion(None, tool_calls=[tool_call("send_reply", {"text": "Your printer is fixed."})])
+    )
+    model_stub.replies = [
+        asks_to_send,
+        *[Reply(status=500, body={"error": {"message": "boom"}})] * 2,  # the run fails after sending
+        asks_to_send,  # the retry asks again
+        Reply(body=completion("Told the customer.")),
+    ]  # fmt: skip
+    run = provider_run(roster, action, "The printer is fixed; tell the customer.")
+    assert execute(run) == "failed"
+    assert run.last_error.startswith("The model endpoint 'stub' answered HTTP 500 after 2 attempts")
+    retry = runs.retry_run(run_id=run.pk, actor=roster.owner)
+    assert execute(retry) == "completed"
+    assert [d["payload"]["text"] for d in receiver.deliveries] == ["Your printer is fixed."]
+    (record,) = ToolCall.objects.all()
+    assert (record.run_id, record.outcome) == (run.pk, "done")
+    assert retry.events.filter(kind="tool_call_replayed").exists()
+    # the retry's model saw the stored result of the send, not a second one
+    told = json.loads(model_stub.requests[-1]["body"]["messages"][-1]["content"])
+    assert told == {**record.result, "replayed": True}
+
+
+def test_a_reply_arriving_while_the_model_answers_suppresses_its_send(
+    roster, receiver, replying_agent, model_stub, clock, monkeypatch
+):
+    action = ActionFactory(
+        agent=replying_agent, run_as=roster.owner, reply_url=receiver.url, signing_secret=SECRET
+    )
+    first = provider_run(roster, action, "!follow_up 3600 Nudge the customer\n!stop_when reply_received")
+    assert execute(first) == "completed"
+    on_the_model(replying_agent)
+    clock.move_to(timezone.now() + timedelta(hours=2))
+    assert follow_ups.fire_due_follow_ups() == 1  # no reply yet: the follow-up fires
+    run = FollowUp.objects.get().fulfilling_run
+    model_stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("send_reply", {"text": "Any news?"})])),
+        Reply(body=completion("The customer already replied; nothing sent.")),
+    ]
+    arrived = []
+    record = usage.UsageRecorder.record
+
+    def the_customer_replies_meanwhile(self, call):
+        record(self, call)
+        if not arrived:  # the run is running and its model is answering
+            assert AgentRun.objects.get(pk=self.run.pk).status == RunStatus.RUNNING
+            arrived.append(
+                Message.objects.create(thread=run.thread, role=MessageRole.EVENT, content="Fixed it")
+            )
+
+    monkeypatch.setattr(usage.UsageRecorder, "record", the_customer_replies_meanwhile)
+    assert execute(run) == "completed"
+    assert receiver.deliveries == []
+    (suppressed,) = ToolCall.objects.all()
+    assert suppressed.outcome == ToolCall.Outcome.SUPPRESSED
+    assert suppressed.evidence["message_id"] == arrived[0].pk
+    told = json.loads(model_stub.requests[-1]["body"]["messages"][-1]["content"])
+    assert told["ok"] is False and "Stop condition reply_received met" in told["error"]
+
+
+def test_with_self_reschedule_off_the_model_still_gets_the_tool_and_its_call_is_refused_once(
+    roster, model_stub
+):
+    agent = on_the_model(roster.agent)
+    agent.self_reschedule_enabled = False
+    agent.save()
+    arguments = {"delay_seconds": 7200, "continuation_prompt": "check the refund"}
+    model_stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", arguments)])),
+        Reply(body=completion("I cannot follow up by myself.")),
+    ]
+    run = runs.run_create(agent=agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="Follow up later")
+    assert execute(run) == "completed"
+    offered = [t["function"]["name"] for t in model_stub.requests[0]["body"]["tools"]]
+    assert offered == ["schedule_follow_up"]
+    (refusal,) = FollowUpRefusal.objects.filter(run=run)
+    assert refusal.code == "capability_off" and "Self-reschedule" in refusal.reason
+    assert list(run.events.filter(kind="follow_up_refused").values_list("detail__code", flat=True)) == [
+        "capability_off"
+    ]
+    told = json.loads(model_stub.requests[1]["body"]["messages"][-1]["content"])
+    assert told == {"ok": False, "error": refusal.reason}
+    assert not FollowUp.objects.exists()
+
+
+def test_a_model_asking_past_the_chain_limit_is_told_why_and_the_refusal_is_on_the_timeline(
+    roster, model_stub, settings
+):
+    settings.AUTOMATION_MAX_FOLLOW_UP_CHAIN = 2
+    agent = on_the_model(roster.agent)
+    agent.self_reschedule_enabled = True
+    agent.save()
+    run = chain_run(roster, depth=1, claim=False)  # follow-up 2 of its chain: a third would pass the limit
+    model_stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", {"delay_seconds": 3600, "continuation_prompt": "again"})])),
+        Reply(body=completion("Stopping the chain here.")),
+    ]  # fmt: skip
+    assert execute(run) == "completed"
+    assert not FollowUp.objects.filter(previous_run=run).exists()
+    refused = run.events.get(kind="follow_up_refused").detail
+    assert refused["code"] == "runaway_guard" and "AUTOMATION_MAX_FOLLOW_UP_CHAIN is 2" in refused["reason"]
+    told = json.loads(model_stub.requests[-1]["body"]["messages"][-1]["content"])
+    assert told == {"ok": False, "error": refused["reason"]}

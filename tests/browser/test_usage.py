@@ -7,7 +7,7 @@ import pytest
 
 from automation.models import ModelCall, ToolCall
 from automation.states import RunSource, RunStatus
-from tests.factories import AgentRunFactory, ThreadFactory
+from tests.factories import AgentRunFactory, ScheduleFactory, ThreadFactory
 
 pytestmark = pytest.mark.browser
 
@@ -44,3 +44,23 @@ def test_tokens_cost_and_a_suppressed_send_are_visible(page, sign_in, roster):
     assert "reply_received met: event message 7 arrived" in suppressed.inner_text()
     model_call = page.locator(".role-model-call")
     assert "1200 tokens in, 80 out" in model_call.inner_text() and "850 ms" in model_call.inner_text()
+
+
+def test_usage_per_day_agent_and_schedule_on_the_agent_page_and_trends(page, sign_in, roster):
+    nightly = ScheduleFactory(agent=roster.agent, run_as=roster.owner, name="Nightly digest")
+    AgentRunFactory(
+        agent=roster.agent, run_as=roster.owner, schedule=nightly, source=RunSource.SCHEDULE,
+        status=RunStatus.COMPLETED, input_tokens=1200, output_tokens=80, cost=Decimal("0.0032"),
+    )  # fmt: skip
+    sign_in("owner")
+    page.goto(f"/orgs/acme/agents/{roster.agent.pk}/capabilities/")
+    today = page.locator("#usage-by-day tbody tr").last
+    assert today.locator("td").all_inner_texts() == ["1", "1200", "80", "1280", "0.0032"]
+    by_schedule = page.locator("#usage-by-schedule tbody tr", has_text="Nightly digest")
+    assert "1280" in by_schedule.inner_text()
+    page.goto(f"{RUNS}trends/")
+    agent_row = page.locator("#usage-by-agent tbody tr", has_text="Support agent")
+    assert agent_row.locator("td").all_inner_texts() == ["1", "1200", "80", "1280", "0.0032"]
+    agent_row.get_by_role("link", name="Support agent").click()
+    page.wait_for_url(f"**/agents/{roster.agent.pk}/capabilities/")
+    assert page.locator("#usage-title").is_visible()

@@ -108,3 +108,34 @@ def test_a_member_cannot_change_limits(client, roster, held):
     client.post(url, {"section": "limits", "max_concurrent_runs": "50"})
     roster.agent.refresh_from_db()
     assert roster.agent.max_concurrent_runs == 1
+
+
+@pytest.mark.sqlite
+def test_runs_held_by_the_daily_budget_are_cancelled_in_bulk_and_nothing_else(
+    client, roster, runs_url, make_run
+):
+    roster.org.daily_run_limit = 1
+    roster.org.save()
+    done = make_run(run_as=roster.owner)
+    lease = runs.claim_run(run_id=done.pk, worker="w")
+    held = [make_run(run_as=roster.owner), make_run(run_as=roster.member)]
+    for run in held:
+        assert runs.claim_run(run_id=run.pk, worker="w") is None
+    other_org = make_run(agent=roster.other_agent, run_as=roster.other_owner)
+    other_org_reason = "daily budget reached (organization globex: 1 / 1 runs today), resumes at tomorrow"
+    AgentRun.objects.filter(pk=other_org.pk).update(waiting_reason=other_org_reason)
+    for run in held:
+        run.refresh_from_db()
+        assert run.waiting_reason.startswith("daily budget reached (organization acme: 1 / 1 runs today)")
+    client.force_login(roster.owner)
+    page = client.get(runs_url, {"waiting": "budget"}).content.decode()
+    assert all(str(run.pk)[:8] in page for run in held) and str(done.pk)[:8] not in page
+    confirm = client.post(f"{runs_url}bulk/", {"action": "cancel", "all_matching": "1", "waiting": "budget"})
+    assert confirm.status_code == 200 and "2" in confirm.content.decode()
+    client.post(
+        f"{runs_url}bulk/", {"action": "cancel", "all_matching": "1", "waiting": "budget", "confirm": "1"}
+    )
+    statuses = dict(AgentRun.objects.values_list("pk", "status"))
+    assert [statuses[run.pk] for run in held] == [RunStatus.CANCELLED] * 2
+    assert statuses[lease.run.pk] == RunStatus.RUNNING
+    assert statuses[other_org.pk] == RunStatus.PENDING  # another organization's held run is not in scope
