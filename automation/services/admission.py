@@ -109,18 +109,21 @@ class Hold:
 
 # The claim's statements -------------------------------------------------------------------
 
+# How many runs each organization and each agent has in flight (the fair order's key).
+LOADS = """WITH org_load AS (
+    SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
+    GROUP BY organization_id
+), agent_load AS (
+    SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
+)"""
+
 # The next eligible run in fair order: fewest in flight for its organization, then for its
 # agent, then the message's own run, then the oldest. ``{exclude}`` and ``{lock}`` are filled
 # per call: the organizations/agents this claim already found held, and the lock (none on
 # SQLite, whose IMMEDIATE transaction already holds the database). This form sorts every
 # pending run: SQLite's (it has no LATERAL); PostgreSQL takes ``NEXT_FAIR_RUN_PG``.
 NEXT_FAIR_RUN = """
-WITH org_load AS (
-    SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
-    GROUP BY organization_id
-), agent_load AS (
-    SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
-)
+{loads}
 SELECT r.id, r.attempt, r.organization_id, r.agent_id, {guarded} AS guarded
 FROM agent_runs r
 JOIN {orgs} o ON o.id = r.organization_id
@@ -148,12 +151,7 @@ LIMIT 1
 # step over each other's locked rows (``SKIP LOCKED``); the message's own run is always among
 # the candidates, so a wake-up for a run never misses it because others hold the heads.
 NEXT_FAIR_RUN_PG = """
-WITH org_load AS (
-    SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
-    GROUP BY organization_id
-), agent_load AS (
-    SELECT agent_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running' GROUP BY agent_id
-), eligible AS (
+{loads}, eligible AS (
     SELECT a.id AS agent_id, COALESCE(ol.n, 0) AS org_n, COALESCE(al.n, 0) AS agent_n, {guarded} AS guarded
     FROM {agents} a
     JOIN {orgs} o ON o.id = a.organization_id
@@ -291,7 +289,11 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
     elif _postgres():
         excluded, excluded_params = exclude.sql(organization="a.organization_id", agent="a.id")
         sql = NEXT_FAIR_RUN_PG.format(
-            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded, guarded=GUARDED
+            orgs=Organization._meta.db_table,
+            agents=Agent._meta.db_table,
+            exclude=excluded,
+            guarded=GUARDED,
+            loads=LOADS,
         )
         args = params | excluded_params | {"heads": HEADS_PER_AGENT}
     else:
@@ -302,6 +304,7 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
             exclude=excluded,
             lock=lock,
             guarded=GUARDED,
+            loads=LOADS,
         )
         args = params | excluded_params
     with connection.cursor() as cursor:
