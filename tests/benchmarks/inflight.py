@@ -11,6 +11,7 @@ concurrency 2 on N = 20, extrapolated per run.
 
 import asyncio
 import json
+import os
 import shlex
 import sys
 import threading
@@ -128,6 +129,15 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (and its reaped children) used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 class Sampler(threading.Thread):
     """Peak runs running, worker connections and worker RSS, sampled every 0.25 s."""
 
@@ -136,6 +146,7 @@ class Sampler(threading.Thread):
         self.pid, self.app_name = pid, app_name
         self.stop = threading.Event()
         self.running = self.connections = self.rss = 0
+        self.cpu = 0.0
 
     def run(self):
         from django.db import connection
@@ -152,6 +163,7 @@ class Sampler(threading.Thread):
                     )
                     self.connections = max(self.connections, cursor.fetchone()[0])
                 self.rss = max(self.rss, rss_kib(self.pid))
+                self.cpu = cpu_seconds(self.pid)
         finally:
             connection.close()
 
@@ -249,6 +261,7 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         "peak_running": sampler.running,
         "connections": sampler.connections,
         "rss_mib": sampler.rss / 1024,
+        "cpu_per_run_ms": 1000 * sampler.cpu / n,
         "failed": failed.count(),
         "first_error": (failed.values_list("last_error", flat=True).first() or "")[:200],
     }
@@ -309,6 +322,16 @@ def run() -> list[dict]:
             "ratio": None,
             "goal": "<= 30",
             "met": ours["connections"] <= 30,
+        },
+        {
+            "benchmark": figure,
+            "figure": "worker CPU per run (ms, user + system): one process is one core at most",
+            "value": round(ours["cpu_per_run_ms"], 2),
+            "baseline": f"prefork -c {BASELINE_CONCURRENCY}, main process only (ms per run)",
+            "baseline_value": round(base["cpu_per_run_ms"], 2),
+            "ratio": None,
+            "goal": "",
+            "met": None,
         },
         {
             "benchmark": figure,
