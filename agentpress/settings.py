@@ -12,10 +12,14 @@ from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+# A local .env (`make run` writes one with a generated SECRET_KEY and DEBUG on) fills in what the
+# environment leaves unset. AGENTPRESS_ENV_FILE names another file; set empty, none is read
+# (the test settings do that, so a developer's .env never changes a test).
+ENV_FILE = env.str("AGENTPRESS_ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 # Where the embedded default keeps its SQLite file and broker folders.
 VAR_DIR = env.path("AGENTPRESS_VAR_DIR", default=BASE_DIR / "var")
-if (BASE_DIR / ".env").exists():
-    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Safe production defaults: DEBUG is off unless asked for; the dev SECRET_KEY is only
 # accepted while DEBUG is on.
