@@ -368,10 +368,25 @@ AUTOMATION_REFUSED_DELIVERY_RETENTION_DAYS = env.int("AUTOMATION_REFUSED_DELIVER
 AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG = env.int("AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG", default=10000)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+# The periodic tasks (setup_periodic_tasks) log at INFO only when a tick did something.
+AUTOMATION_QUIET_TASKS = [
+    "automation.fire_due_schedules",
+    "automation.fire_due_follow_ups",
+    "automation.dispatch_pending_runs",
+    "automation.recover_runs",
+    "automation.apply_retention",
+    "automation.maintain_outlook_subscriptions",
+]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"structured": {"()": "agentpress.ops.logs.build_formatter", "fmt": LOG_FORMAT}},
+    "filters": {"quiet_ticks": {"()": "agentpress.ops.logs.QuietTicks", "tasks": AUTOMATION_QUIET_TASKS}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    # Celery's per-task lines come from these loggers; the filter sits on them, not on a handler,
+    # because the worker and beat install handlers of their own.
+    "loggers": {
+        name: {"filters": ["quiet_ticks"]} for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
