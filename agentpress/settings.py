@@ -386,7 +386,8 @@ LOGGING = {
     # Celery's per-task lines come from these loggers; the filter sits on them, not on a handler,
     # because the worker and beat install handlers of their own.
     "loggers": {
-        name: {"filters": ["quiet_ticks"]} for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+        name: {"filters": ["quiet_ticks"]}
+        for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
