@@ -129,7 +129,7 @@ def test_cards_filter_detail_and_screenshots(page, sign_in, seeded, screenshot):
     page.wait_for_url(f"**{RUNS}{failed.pk}/?status=failed")
     panel = page.locator("#detail-panel")
     assert ERROR in panel.locator("pre.error-text").inner_text()
-    assert panel.get_by_text("Zendesk ticket webhook").is_visible()
+    expect(panel.get_by_text("Zendesk ticket webhook")).to_be_visible()
     # the panel's absolute times are shown in the viewer's timezone, with UTC on hover
     created = panel.locator("time:not([data-relative])").first
     assert created.inner_text().endswith(("CET", "CEST", "GMT+1", "GMT+2"))

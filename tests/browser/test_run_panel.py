@@ -2,6 +2,7 @@
 relative times in the table, and a layout that stays readable with the panel open and on a phone."""
 
 import json
+import re
 from datetime import UTC, timedelta
 
 import pytest
@@ -122,7 +123,7 @@ def test_without_javascript_ids_are_text_and_json_still_folds(chromium, live_ser
         assert snapshot.locator("pre").is_visible()
         # relative times come from the server, with the absolute time beside them
         created = page.locator(f"#run-{failed.pk} td.col-time time").first
-        assert created.inner_text() == "3 min 5 s ago" or created.inner_text().endswith(" ago")
+        assert re.fullmatch(r"\d+ min( \d+ s)? ago", created.inner_text())
         assert created.get_attribute("title").endswith("UTC")
         assert created.get_attribute("datetime").startswith(str(timezone.now().year))
     finally:
@@ -134,7 +135,7 @@ def test_table_shows_relative_times_with_the_absolute_time(page, sign_in, runs):
     sign_in("owner")
     page.goto(RUNS)
     created = page.locator(f"#run-{failed.pk} td.col-time time").first
-    assert created.inner_text().startswith("3 min") and created.inner_text().endswith(" ago")
+    assert re.fullmatch(r"\d+ min( \d+ s)? ago", created.inner_text())
     expected = failed.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     assert created.get_attribute("title") == expected
     heartbeat = page.locator(f"#run-{running.pk} td.col-time time").last
