@@ -8,6 +8,7 @@ from django import template
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
+from django.utils.text import slugify
 
 from automation.states import WaitingKind, waiting_kind
 
@@ -99,14 +100,16 @@ JSON_OPEN_MAX_LINES = 8
 
 
 @register.simple_tag
-def json_block(value, title: str):
+def json_block(value, title: str, key=""):
     """Pretty JSON under a ``<details>`` heading: open when short, folded when long. Folding is
-    the browser's own (no JavaScript), and the heading says how long the folded value is."""
+    the browser's own (no JavaScript), and the heading says how long the folded value is. The id
+    (title and ``key``) lets monitor.js keep the reader's choice when a polling panel is swapped."""
     text = pretty_json(value)
     lines = text.count("\n") + 1
     return format_html(
-        '<details class="json-block"{}><summary>{} <span class="muted small">({} line{})</span></summary>'
+        '<details class="json-block" id="{}"{}><summary>{} <span class="muted small">({} line{})</span></summary>'
         "<pre>{}</pre></details>",
+        f"json-{slugify(title)}-{key}" if key else f"json-{slugify(title)}",
         " open" if lines <= JSON_OPEN_MAX_LINES else "",
         title,
         lines,

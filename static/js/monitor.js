@@ -57,6 +57,18 @@
     });
   });
 
+  // A running run's panel is re-rendered on every poll; keep each JSON block as the reader left it.
+  var folds = {};
+  document.addEventListener("toggle", function (event) {
+    var block = event.target;
+    if (block.matches && block.matches("details.json-block[id]")) folds[block.id] = block.open;
+  }, true);
+  function restoreFolds(root) {
+    root.querySelectorAll("details.json-block[id]").forEach(function (block) {
+      if (Object.prototype.hasOwnProperty.call(folds, block.id)) block.open = folds[block.id];
+    });
+  }
+
   // Server renders UTC; show the viewer's local time and keep UTC in the tooltip.
   function localizeTimes(root) {
     root.querySelectorAll("time[datetime]:not([data-local]):not([data-relative])").forEach(function (el) {
@@ -90,6 +102,7 @@
     localizeTimes(root);
     refreshRelativeTimes(root);
     enableCopyButtons(root);
+    restoreFolds(root);
     showCadenceFields(root);
   }
 

@@ -55,6 +55,7 @@ def runs(roster):
         lease_owner="w1@worker-1",
         lease_expires_at=now + timedelta(seconds=55),
         attempt=1,
+        input_snapshot={"prompt": "Draft the weekly report", "sections": [f"part {i}" for i in range(20)]},
     )
     failed.refresh_from_db()
     return failed, running
@@ -83,6 +84,25 @@ def test_panel_puts_the_error_and_timeline_before_folded_json(page, sign_in, run
     assert json.loads(snapshot.locator("pre").inner_text())["prompt"] == "Summarise ticket T-42"
     # a short value is not hidden behind a click
     assert panel.locator("details.json-block", has_text="Metadata").get_attribute("open") == ""
+
+
+def test_an_opened_json_block_stays_open_while_the_panel_polls(page, sign_in, runs):
+    from monitor.views.runs import POLL_SECONDS
+
+    _, running = runs
+    sign_in("owner")
+    page.goto(f"{RUNS}{running.pk}/")
+    snapshot = page.locator("#detail-panel details.json-block", has_text="Input snapshot")
+    snapshot.locator("summary").click()
+    with page.expect_response(
+        lambda r: r.request.headers.get("hx-target") == "detail-panel" and str(running.pk) in r.url,
+        timeout=(POLL_SECONDS * 3) * 1000,
+    ):
+        pass
+    page.wait_for_load_state("networkidle")
+    snapshot = page.locator("#detail-panel details.json-block", has_text="Input snapshot")
+    assert snapshot.get_attribute("open") == ""
+    assert snapshot.locator("pre").is_visible()
 
 
 def test_copy_buttons_copy_each_id(page, sign_in, runs):

@@ -27,8 +27,12 @@ def test_the_panel_reads_error_then_timeline_then_folded_json(client, roster, ru
     panel = page[page.index('id="detail-panel"') : page.index("</aside>")]
     assert panel.index("Last error") < panel.index("Timeline") < panel.index("Input snapshot")
     assert panel.index("Timeline") < panel.index("Times and lease")
-    snapshot = re.search(r'<details class="json-block"( open)?><summary>Input snapshot', panel)
-    metadata = re.search(r'<details class="json-block"( open)?><summary>Metadata', panel)
+    snapshot = re.search(
+        r'<details class="json-block" id="json-input-snapshot-[\w-]+"( open)?><summary>Input snapshot', panel
+    )
+    metadata = re.search(
+        r'<details class="json-block" id="json-metadata-[\w-]+"( open)?><summary>Metadata', panel
+    )
     assert snapshot.group(1) is None and metadata.group(1) == " open"
     for value in (str(run.pk), str(thread.pk), "T-9"):
         assert f'<span class="mono copy-value">{value}</span>' in panel
