@@ -112,3 +112,30 @@ def test_a_worker_logs_idle_ticks_not_at_all_and_a_busy_tick_once(roster, worker
         assert [line for line in lines if idle in line] == [], idle
     busy = [line for line in lines if TICK in line]
     assert len(busy) == 1 and re.search(r"succeeded in [\d.]+s: 1 ", busy[0]), busy
+
+
+@pytest.mark.celery_worker
+@pytest.mark.django_db(transaction=True)
+def test_beat_sends_ticks_without_a_line_for_each(settings, tmp_path):
+    import redis
+    from django.core.management import call_command
+
+    from tests.support import services
+
+    services.require_postgres()
+    services.require_redis()
+    services.flush_test_broker()
+    settings.AUTOMATION_TICK_SECONDS = 1
+    settings.AUTOMATION_SWEEP_INTERVAL_SECONDS = 1
+    call_command("setup_periodic_tasks", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    beat = services.Process("beat", services.celery_beat_argv("quiet-beat"), services.child_env(), tmp_path)
+    try:
+        beat.wait_for("beat: Starting", timeout=60)
+        queue = redis.Redis.from_url(services.TEST_BROKER_URL)
+        # no worker consumes: the queue holds what beat sent
+        wait_until(lambda: queue.llen("celery") >= 8, timeout=60, message="beat sent its ticks")
+    finally:
+        beat.terminate(timeout=10)
+    log = beat.output().split("beat: Starting", 1)[1]
+    beat.stop()
+    assert "Sending due task" not in log, log[-2000:]
