@@ -368,15 +368,19 @@ AUTOMATION_REFUSED_DELIVERY_RETENTION_DAYS = env.int("AUTOMATION_REFUSED_DELIVER
 AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG = env.int("AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG", default=10000)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
-# The periodic tasks (setup_periodic_tasks) log at INFO only when a tick did something.
-AUTOMATION_QUIET_TASKS = [
-    "automation.fire_due_schedules",
-    "automation.fire_due_follow_ups",
-    "automation.dispatch_pending_runs",
-    "automation.recover_runs",
-    "automation.apply_retention",
-    "automation.maintain_outlook_subscriptions",
-]
+# The periodic tasks (setup_periodic_tasks) log at INFO only when a tick did something;
+# set it empty to see every tick (beat's "Sending due task" and the worker's lines).
+AUTOMATION_QUIET_TASKS = env.list(
+    "AUTOMATION_QUIET_TASKS",
+    default=[
+        "automation.fire_due_schedules",
+        "automation.fire_due_follow_ups",
+        "automation.dispatch_pending_runs",
+        "automation.recover_runs",
+        "automation.apply_retention",
+        "automation.maintain_outlook_subscriptions",
+    ],
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
