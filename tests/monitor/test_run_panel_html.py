@@ -6,8 +6,9 @@ from datetime import timedelta
 import time_machine
 from django.utils import timezone
 
-from automation.models import AgentRun, RunEvent
-from tests.factories import ThreadFactory
+from automation.models import AgentRun, ProviderEvent, RunEvent
+from automation.states import ProviderEventStatus
+from tests.factories import ActionFactory, ThreadFactory
 
 
 def test_the_panel_reads_error_then_timeline_then_folded_json(client, roster, runs_url, make_run):
@@ -22,6 +23,10 @@ def test_the_panel_reads_error_then_timeline_then_folded_json(client, roster, ru
         metadata={"k": 1},
     )
     RunEvent.objects.create(run=run, kind="failed", detail={"error": "boom"})
+    ProviderEvent.objects.create(
+        organization=roster.org, action=ActionFactory(agent=roster.agent, run_as=roster.member), agent=roster.agent,
+        event_id="evt_T9_1", context_type="ticket", context_key="T-9", status=ProviderEventStatus.STARTED, run=run,
+    )  # fmt: skip
     client.force_login(roster.owner)
     page = client.get(f"{runs_url}{run.pk}/").content.decode()
     panel = page[page.index('id="detail-panel"') : page.index("</aside>")]
@@ -34,7 +39,7 @@ def test_the_panel_reads_error_then_timeline_then_folded_json(client, roster, ru
         r'<details class="json-block" id="json-metadata-[\w-]+"( open)?><summary>Metadata', panel
     )
     assert snapshot.group(1) is None and metadata.group(1) == " open"
-    for value in (str(run.pk), str(thread.pk), "T-9"):
+    for value in (str(run.pk), str(thread.pk), "T-9", "evt_T9_1"):
         assert f'<span class="mono copy-value">{value}</span>' in panel
         assert f'data-copy="{value}"' in panel
     assert "<script" not in panel and " style=" not in panel and not re.search(r" on[a-z]+=", panel)
