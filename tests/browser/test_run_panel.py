@@ -7,6 +7,7 @@ from datetime import UTC, timedelta
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from automation.models import AgentRun, RunEvent
 from tests.factories import AgentRunFactory, ThreadFactory
@@ -94,15 +95,13 @@ def test_an_opened_json_block_stays_open_while_the_panel_polls(page, sign_in, ru
     page.goto(f"{RUNS}{running.pk}/")
     snapshot = page.locator("#detail-panel details.json-block", has_text="Input snapshot")
     snapshot.locator("summary").click()
-    with page.expect_response(
-        lambda r: r.request.headers.get("hx-target") == "detail-panel" and str(running.pk) in r.url,
-        timeout=(POLL_SECONDS * 3) * 1000,
-    ):
-        pass
-    page.wait_for_load_state("networkidle")
+    # mark this panel; the next poll replaces the whole element
+    page.locator("#detail-panel").evaluate("panel => panel.setAttribute('data-before-poll', '')")
+    page.locator("#detail-panel:not([data-before-poll])").wait_for(timeout=POLL_SECONDS * 3 * 1000)
     snapshot = page.locator("#detail-panel details.json-block", has_text="Input snapshot")
-    assert snapshot.get_attribute("open") == ""
-    assert snapshot.locator("pre").is_visible()
+    # monitor.js restores the fold once htmx has settled the new panel
+    expect(snapshot).to_have_attribute("open", "", timeout=POLL_SECONDS * 1000)
+    expect(snapshot.locator("pre")).to_be_visible()
 
 
 def test_copy_buttons_copy_each_id(page, sign_in, runs):
