@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check venv migrate seed browser clean migrations bench soak openapi alerts
+.PHONY: run env-file test lint check venv migrate seed browser clean migrations bench soak openapi alerts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A local .env for development, written once and never overwritten: DEBUG on and a generated
+# SECRET_KEY, so `.venv/bin/python manage.py …` works in any shell after `make run`.
+# AGENTPRESS_ENV_FILE names another file (settings read the same one); set empty, none is written.
+ENV_FILE := $(if $(filter undefined,$(origin AGENTPRESS_ENV_FILE)),.env,$(AGENTPRESS_ENV_FILE))
+env-file:
+	@if [ -n "$(ENV_FILE)" ] && [ ! -e "$(ENV_FILE)" ]; then \
+		$(PYTHON) -c 'import secrets; print("# Local development settings, written by make run (never committed).\nDEBUG=true\nSECRET_KEY=" + secrets.token_urlsafe(50))' > "$(ENV_FILE)" && \
+		chmod 600 "$(ENV_FILE)" && echo "Wrote $(ENV_FILE) with a generated SECRET_KEY (DEBUG=true)."; \
+	fi
+
 # Embedded default: SQLite + Celery's filesystem broker under var/, DEBUG on.
 # Web, worker and beat share one metrics directory, so /metrics shows the worker's counters too.
 METRICS_DIR := $(or $(PROMETHEUS_MULTIPROC_DIR),$(or $(AGENTPRESS_VAR_DIR),$(CURDIR)/var)/prometheus)
 run: export DEBUG ?= true
 run: export PROMETHEUS_MULTIPROC_DIR := $(METRICS_DIR)
-run: $(STAMP)
+run: $(STAMP) env-file
 	mkdir -p var
 	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
 	$(BIN)/python manage.py migrate --noinput

@@ -12,10 +12,14 @@ from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+# A local .env (`make run` writes one with a generated SECRET_KEY and DEBUG on) fills in what the
+# environment leaves unset. AGENTPRESS_ENV_FILE names another file; set empty, none is read
+# (the test settings do that, so a developer's .env never changes a test).
+ENV_FILE = env.str("AGENTPRESS_ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE, overwrite=False)
 # Where the embedded default keeps its SQLite file and broker folders.
 VAR_DIR = env.path("AGENTPRESS_VAR_DIR", default=BASE_DIR / "var")
-if (BASE_DIR / ".env").exists():
-    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 # Safe production defaults: DEBUG is off unless asked for; the dev SECRET_KEY is only
 # accepted while DEBUG is on.
@@ -386,10 +390,30 @@ AUTOMATION_REFUSED_DELIVERY_RETENTION_DAYS = env.int("AUTOMATION_REFUSED_DELIVER
 AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG = env.int("AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG", default=10000)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+# The periodic tasks (setup_periodic_tasks) log at INFO only when a tick did something;
+# set it empty to see every tick (beat's "Sending due task" and the worker's lines).
+AUTOMATION_QUIET_TASKS = env.list(
+    "AUTOMATION_QUIET_TASKS",
+    default=[
+        "automation.fire_due_schedules",
+        "automation.fire_due_follow_ups",
+        "automation.dispatch_pending_runs",
+        "automation.recover_runs",
+        "automation.apply_retention",
+        "automation.maintain_outlook_subscriptions",
+    ],
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"structured": {"()": "agentpress.ops.logs.build_formatter", "fmt": LOG_FORMAT}},
+    "filters": {"quiet_ticks": {"()": "agentpress.ops.logs.QuietTicks", "tasks": AUTOMATION_QUIET_TASKS}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+    # Celery's per-task lines come from these loggers; the filter sits on them, not on a handler,
+    # because the worker and beat install handlers of their own.
+    "loggers": {
+        name: {"filters": ["quiet_ticks"]}
+        for name in ("celery.app.trace", "celery.worker.strategy", "celery.beat")
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -2,6 +2,8 @@
 
 import os
 
+# Never read a developer's .env (agentpress/settings.py reads BASE_DIR/.env otherwise).
+os.environ["AGENTPRESS_ENV_FILE"] = ""
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")

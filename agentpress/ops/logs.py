@@ -11,10 +11,12 @@ conversation), and ``redact_processor`` masks fields named like secrets and key-
 strings (API keys, bearer tokens, webhook secrets) in every value, the traceback included.
 """
 
+import ast
 import logging
 import re
 
 import structlog
+from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
 from structlog.contextvars import bound_contextvars, get_contextvars, merge_contextvars
 
 _SHARED = [
@@ -58,6 +60,56 @@ def redact_processor(logger, method_name, event_dict: dict) -> dict:
         elif isinstance(value, str):
             event_dict[key] = redact_secrets(value)
     return event_dict
+
+
+# Beat's INFO line for each task it sends (celery/beat.py has no constant for it).
+_BEAT_SENDING = "Scheduler: Sending due task %s (%s)"
+
+
+def _did_nothing(return_value: str) -> bool:
+    """A tick's return value (Celery's repr of it) says it did nothing: ``0``, ``None``, an empty
+    container, or counts that are all zero (``{'interrupted': 0, 'redispatched': 0}``)."""
+    try:
+        value = ast.literal_eval(return_value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return False
+    if isinstance(value, dict):
+        return all(_did_nothing(repr(v)) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_did_nothing(repr(v)) for v in value)
+    return not value
+
+
+class QuietTicks(logging.Filter):
+    """Periodic tick tasks (``settings.AUTOMATION_QUIET_TASKS``) log only when they did something.
+
+    A tick every few seconds would otherwise write three INFO lines each time (beat sends it,
+    the worker receives it, it succeeds), about 140 lines a minute of nothing. For those tasks
+    this drops beat's "sending" and the worker's "received" lines, and the "succeeded" line when
+    the return value counts nothing; a tick that did something keeps its one "succeeded" line,
+    with the counts. Warnings, errors and other tasks pass untouched.
+
+    Attached to Celery's loggers (not a handler), so it holds in the worker and beat whatever
+    handlers Celery installs.
+    """
+
+    def __init__(self, tasks=()):
+        super().__init__()
+        self.tasks = frozenset(tasks)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        if record.msg == _BEAT_SENDING and isinstance(record.args, tuple) and len(record.args) == 2:
+            return record.args[1] not in self.tasks
+        data = record.args if isinstance(record.args, dict) else None
+        if data is None or data.get("name") not in self.tasks:
+            return True
+        if record.msg == LOG_RECEIVED:
+            return False
+        if record.msg == LOG_SUCCESS:
+            return not _did_nothing(str(data.get("return_value", "")))
+        return True
 
 
 def build_formatter(fmt: str = "text") -> logging.Formatter:

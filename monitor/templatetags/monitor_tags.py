@@ -1,4 +1,4 @@
-"""Small presentation helpers: times in UTC that the page localizes, ages, JSON, badges."""
+"""Small presentation helpers: times in UTC that the page localizes, ages, JSON, badges, copyable ids."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -8,6 +8,7 @@ from django import template
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
+from django.utils.text import slugify
 
 from automation.states import WaitingKind, waiting_kind
 
@@ -45,6 +46,22 @@ def age(value: datetime | None) -> str:
     return f"{_span(delta)} ago" if delta >= 0 else f"in {_span(delta)}"
 
 
+@register.simple_tag
+def when_ago(value: datetime | None, empty: str = "—"):
+    """How long ago (``3 min ago``) as a ``<time>`` whose ``datetime`` and tooltip hold the
+    absolute UTC instant. The server writes the text, so it is right without JavaScript;
+    monitor.js keeps it current between refreshes."""
+    if value is None:
+        return empty
+    utc = value.astimezone(UTC)
+    return format_html(
+        '<time datetime="{}" title="{}" data-relative>{}</time>',
+        utc.isoformat(),
+        utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        age(value),
+    )
+
+
 @register.filter
 def span(value: timedelta | None) -> str:
     return "—" if value is None else _span(value.total_seconds())
@@ -76,6 +93,42 @@ def waiting_warning(run) -> bool:
 @register.filter
 def pretty_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+# A JSON value longer than this many lines is shown folded until the reader opens it.
+JSON_OPEN_MAX_LINES = 8
+
+
+@register.simple_tag
+def json_block(value, title: str, key=""):
+    """Pretty JSON under a ``<details>`` heading: open when short, folded when long. Folding is
+    the browser's own (no JavaScript), and the heading says how long the folded value is. The id
+    (title and ``key``) lets monitor.js keep the reader's choice when a polling panel is swapped."""
+    text = pretty_json(value)
+    lines = text.count("\n") + 1
+    return format_html(
+        '<details class="json-block" id="{}"{}><summary>{} <span class="muted small">({} line{})</span></summary>'
+        "<pre>{}</pre></details>",
+        f"json-{slugify(title)}-{key}" if key else f"json-{slugify(title)}",
+        " open" if lines <= JSON_OPEN_MAX_LINES else "",
+        title,
+        lines,
+        "" if lines == 1 else "s",
+        text,
+    )
+
+
+@register.simple_tag
+def copyable(value, what: str):
+    """An id as selectable text, with a copy button that monitor.js reveals and serves; without
+    JavaScript the button stays hidden and the text can still be selected and copied."""
+    return format_html(
+        '<span class="copyable"><span class="mono copy-value">{}</span>'
+        '<button type="button" class="copy-button" data-copy="{}" aria-label="Copy the {}" hidden>Copy</button></span>',
+        value,
+        value,
+        what,
+    )
 
 
 @register.simple_tag

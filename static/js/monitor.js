@@ -4,9 +4,74 @@
 
   var pad = function (n) { return String(n).padStart(2, "0"); };
 
+  // The same wording as the server's `age` filter (monitor_tags._span).
+  function span(seconds) {
+    seconds = Math.floor(Math.abs(seconds));
+    if (seconds < 60) return seconds + " s";
+    if (seconds < 3600) {
+      return seconds < 600 ? Math.floor(seconds / 60) + " min " + (seconds % 60) + " s" : Math.floor(seconds / 60) + " min";
+    }
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
+    return Math.floor(seconds / 86400) + " d " + Math.floor((seconds % 86400) / 3600) + " h";
+  }
+
+  // Relative times ("3 min ago") are written by the server; keep them current between refreshes.
+  function refreshRelativeTimes(root) {
+    root.querySelectorAll("time[data-relative][datetime]").forEach(function (el) {
+      var d = new Date(el.getAttribute("datetime"));
+      if (isNaN(d)) return;
+      var delta = (Date.now() - d.getTime()) / 1000;
+      el.textContent = delta >= 0 ? span(delta) + " ago" : "in " + span(delta);
+    });
+  }
+
+  // Copy buttons beside ids: shown only when this script runs; the id stays selectable text.
+  function enableCopyButtons(root) {
+    root.querySelectorAll("button.copy-button[hidden]").forEach(function (button) {
+      button.hidden = false;
+    });
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    var ok = document.execCommand("copy");
+    area.remove();
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button.copy-button") : null;
+    if (!button) return;
+    var label = button.textContent;
+    copyText(button.getAttribute("data-copy")).then(
+      function () { button.textContent = "Copied"; },
+      function () { button.textContent = "Select and copy"; }
+    ).then(function () {
+      setTimeout(function () { button.textContent = label; }, 1500);
+    });
+  });
+
+  // A running run's panel is re-rendered on every poll; keep each JSON block as the reader left it.
+  var folds = {};
+  document.addEventListener("toggle", function (event) {
+    var block = event.target;
+    if (block.matches && block.matches("details.json-block[id]")) folds[block.id] = block.open;
+  }, true);
+  function restoreFolds(root) {
+    root.querySelectorAll("details.json-block[id]").forEach(function (block) {
+      if (Object.prototype.hasOwnProperty.call(folds, block.id)) block.open = folds[block.id];
+    });
+  }
+
   // Server renders UTC; show the viewer's local time and keep UTC in the tooltip.
   function localizeTimes(root) {
-    root.querySelectorAll("time[datetime]:not([data-local])").forEach(function (el) {
+    root.querySelectorAll("time[datetime]:not([data-local]):not([data-relative])").forEach(function (el) {
       var d = new Date(el.getAttribute("datetime"));
       if (isNaN(d)) return;
       var zone = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" })
@@ -35,6 +100,9 @@
 
   function enhance(root) {
     localizeTimes(root);
+    refreshRelativeTimes(root);
+    enableCopyButtons(root);
+    restoreFolds(root);
     showCadenceFields(root);
   }
 
@@ -55,5 +123,6 @@
     box.select();
   });
   document.addEventListener("DOMContentLoaded", function () { enhance(document); });
+  setInterval(function () { refreshRelativeTimes(document); }, 15000);
   document.addEventListener("htmx:load", function (event) { enhance(event.target); });
 })();

@@ -39,7 +39,8 @@ def test_two_beats_fire_exactly_one_run_per_interval_slot(roster, owner_token, s
         )
     stack.worker("w1", concurrency=2)
     stack.worker("w2", concurrency=2)
-    beats = [stack.beat("beat-a"), stack.beat("beat-b")]
+    # every tick logged (AUTOMATION_QUIET_TASKS empty), so the log shows that both beats sent
+    beats = [stack.beat("beat-a", AUTOMATION_QUIET_TASKS=""), stack.beat("beat-b", AUTOMATION_QUIET_TASKS="")]
     time.sleep(BEAT_SECONDS)
     for beat in beats:
         beat.terminate()

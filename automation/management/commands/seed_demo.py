@@ -3,7 +3,7 @@
 Idempotent: running it again finds what is there and adds nothing twice.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -12,8 +12,20 @@ from django.utils import timezone
 
 from agentpress.agents.models import Agent, Message, Thread
 from agentpress.orgs.models import MANAGE_ACTIONS, Membership, Organization, Role
+from automation.management.demo.errors import DEMO_TRACEBACK
 from automation.models import AgentRun, RunEvent
 from automation.states import RunSource, RunStatus
+
+
+def demo_timestamps(now, fields: dict) -> datetime:
+    """Make a demo run's times tell one story: created, then sent to a worker, then started
+    (attempt 1), then finished. Returns the ``created_at`` to write (auto_now_add ignores one given)."""
+    started = fields.get("started_at")
+    if started is not None:
+        fields.setdefault("attempt", 1)
+        fields.setdefault("dispatched_at", started - timedelta(seconds=1))
+    first = started or fields.get("cancelled_at") or now
+    return first - timedelta(seconds=3)
 
 
 class Command(BaseCommand):
@@ -113,7 +125,7 @@ class Command(BaseCommand):
                 dict(
                     started_at=now - timedelta(minutes=40),
                     completed_at=now - timedelta(minutes=39),
-                    last_error="RuntimeFailure: upstream model returned 503 Service Unavailable\n\nTraceback (most recent call last): …",
+                    last_error=DEMO_TRACEBACK,
                 ),
             ),
             (
@@ -129,8 +141,10 @@ class Command(BaseCommand):
                 dict(
                     started_at=now - timedelta(minutes=20),
                     completed_at=now - timedelta(minutes=18),
+                    heartbeat_at=now - timedelta(minutes=19, seconds=30),
                     lease_owner="w1@demo/pid:4242",
-                    last_error="Lease expired: worker w1@demo/pid:4242 stopped heartbeating.",
+                    last_error="Lease expired: worker w1@demo/pid:4242 stopped heartbeating "
+                    f"(last heartbeat {(now - timedelta(minutes=19, seconds=30)):%Y-%m-%d %H:%M:%S} UTC).",
                 ),
             ),
             (
@@ -142,14 +156,15 @@ class Command(BaseCommand):
                     heartbeat_at=now - timedelta(minutes=14),
                     lease_owner="w2@demo/pid:4343",
                     lease_expires_at=now - timedelta(minutes=13),
-                    attempt=1,
                 ),
             ),
             (RunStatus.PENDING, reports, users["member"], dict(not_before=now + timedelta(days=1))),
         ]
         for status, agent, user, fields in rows:
+            created_at = demo_timestamps(now, fields)
             run = AgentRun.objects.create(
                 organization=org, agent=agent, run_as=user, source=RunSource.MANUAL, status=status,
                 thread=thread if agent == support and user == thread.run_as else None, input_snapshot={"prompt": f"Demo {status} run"}, **fields,
             )  # fmt: skip
+            AgentRun.objects.filter(pk=run.pk).update(created_at=created_at)
             RunEvent.objects.create(run=run, kind="created", detail={"source": "manual", "by": "seed_demo"})

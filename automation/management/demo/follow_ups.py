@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from agentpress.agents.models import Message, Thread
 from automation import stop_conditions
+from automation.management.demo.errors import DEMO_TRACEBACK
 from automation.models import AgentRun, FollowUp, RunEvent
 from automation.states import FollowUpStatus, RunSource, RunStatus
 
@@ -28,6 +29,13 @@ def seed(command, *, acme, globex, agents, users):
         )  # fmt: skip
 
     def run(status, user, on, prompt, *, source=RunSource.MANUAL, ago, **fields):
+        if fields.get("started_at") is not None:
+            # created `ago`, started a few seconds later on its first attempt, then finished
+            fields["started_at"] = now - ago + timedelta(seconds=2)
+            fields.setdefault("dispatched_at", now - ago + timedelta(seconds=1))
+            fields.setdefault("attempt", 1)
+            if fields.get("completed_at") is not None:
+                fields["completed_at"] = fields["started_at"] + timedelta(seconds=9)
         row = AgentRun.objects.create(
             organization=acme, agent=agent, run_as=user, source=source, status=status, thread=on,
             context_type=on.context_type, context_key=on.context_key, input_snapshot={"prompt": prompt}, **fields,
@@ -67,7 +75,7 @@ def seed(command, *, acme, globex, agents, users):
     failed = follow_up(
         FollowUpStatus.FAILED, owner, delivery, fulfilled, "Ask the carrier for a refund.",
         now - timedelta(hours=6), [], claimed_at=now - timedelta(hours=6), completed_at=now - timedelta(hours=6),
-        last_error="RuntimeFailure: upstream model returned 503 Service Unavailable",
+        last_error=DEMO_TRACEBACK,
     )  # fmt: skip
     run(
         RunStatus.FAILED, owner, delivery, "Ask the carrier for a refund.", source=RunSource.FOLLOW_UP,
