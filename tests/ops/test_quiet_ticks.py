@@ -132,8 +132,9 @@ def test_beat_sends_ticks_without_a_line_for_each(settings, tmp_path):
     try:
         beat.wait_for("beat: Starting", timeout=60)
         queue = redis.Redis.from_url(services.TEST_BROKER_URL)
-        # no worker consumes: the queue holds what beat sent
-        wait_until(lambda: queue.llen("celery") >= 8, timeout=60, message="beat sent its ticks")
+        # no worker consumes: the maintenance queue holds what beat sent
+        ticks = settings.AUTOMATION_MAINTENANCE_QUEUE
+        wait_until(lambda: queue.llen(ticks) >= 8, timeout=60, message="beat sent its ticks")
     finally:
         beat.terminate(timeout=10)
     log = beat.output().split("beat: Starting", 1)[1]
