@@ -11,8 +11,8 @@ import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 
-from automation.models import AgentRun
-from automation.services import budgets, runs, settlement
+from automation.models import AgentRun, RunEvent
+from automation.services import budgets, execution, runs, settlement
 from automation.services.recovery import recover_stale_leases, redispatch_pending_runs
 from automation.states import RunSource, RunStatus, WaitingKind, waiting_kind
 from tests.factories import AgentFactory, AgentRunFactory, OrganizationFactory
@@ -191,6 +191,52 @@ def test_dispatch_writes_dispatched_at_before_the_message_goes_out(roster, monke
     monkeypatch.setattr(runs, "signature", Message)
     assert runs.dispatch_run(run_id=run.pk)
     assert seen[0] is not None
+
+
+# A freed slot takes the next fair run itself ---------------------------------------------
+
+
+def claims_in_order(run_ids) -> list:
+    events = RunEvent.objects.filter(run_id__in=run_ids, kind="claimed").order_by("at", "id")
+    return list(events.values_list("run_id", flat=True))
+
+
+@pytest.mark.sqlite
+def test_a_wake_up_runs_the_next_fair_runs_in_the_slot_each_one_frees(roster):
+    """One message, three runs: the thread claims the next eligible run as soon as its run
+    ends instead of leaving the slot idle until another message arrives."""
+    mine = pending(roster.agent, 2)
+    theirs = pending(roster.other_agent)[0]
+    assert execution.execute_runs(run_id=mine[1].pk, worker="w") == "completed"
+    ids = [r.pk for r in (*mine, theirs)]
+    assert set(AgentRun.objects.filter(pk__in=ids).values_list("status", flat=True)) == {RunStatus.COMPLETED}
+    assert claims_in_order(ids) == [mine[1].pk, mine[0].pk, theirs.pk]  # nothing in flight: the oldest
+    # the other runs' messages arrive afterwards and find nothing to do
+    assert execution.execute_runs(run_id=theirs.pk, worker="w") == "not-claimed"
+
+
+@pytest.mark.sqlite
+def test_the_slot_a_run_frees_under_a_limit_goes_to_the_run_it_held(roster, sent):
+    roster.org.max_concurrent_runs = 1
+    roster.org.save()
+    first, held = pending(roster.agent, 2)
+    assert runs.claim_run(run_id=held.pk, worker="other") is not None  # the org's one slot is taken
+    finish_later = AgentRun.objects.get(pk=held.pk)
+    assert runs.claim_run(run_id=first.pk, worker="w") is None
+    assert reason(first) == "organization at its limit (1 / 1)"
+    settlement.complete_run(
+        run=finish_later, lease_token=finish_later.lease_token, messages=[], tool_calls=[], worker="other"
+    )
+    assert execution.execute_runs(run_id=None, worker="w") == "completed"
+    assert AgentRun.objects.get(pk=first.pk).status == RunStatus.COMPLETED and reason(first) == ""
+
+
+@pytest.mark.sqlite
+def test_with_admission_off_a_message_runs_only_its_own_run(roster, settings):
+    settings.AUTOMATION_ADMISSION_ENABLED = False
+    first, second = pending(roster.agent, 2)
+    assert execution.execute_runs(run_id=second.pk, worker="w") == "completed"
+    assert AgentRun.objects.get(pk=first.pk).status == RunStatus.PENDING
 
 
 # Waiting reasons, each set and cleared at its transition ----------------------------------
