@@ -18,7 +18,7 @@ from django.db import connection
 from agentpress.agents.models import Message
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
 from agentpress.ops import lifecycle, logs, metrics
-from automation import tools
+from automation import broker, tools
 from automation.services import admission, usage
 from automation.services.runs import claim_run, format_error, record_event
 from automation.services.settlement import complete_run, fail_run, interrupt_run
@@ -41,20 +41,23 @@ def execute_run(*, run_id, worker: str) -> str:
 
 
 def execute_runs(*, run_id, worker: str) -> str:
-    """A wake-up: execute the run it names (or the next fair one, ``claim_run``), then, as
-    long as eligible work waits, the next run in fair order in the slot the last one freed,
-    without waiting for another message; returns the first run's outcome.
+    """A wake-up: execute the run it names (or the next fair one, ``claim_run``), then, while
+    eligible work waits and no message does, the next run in fair order in the slot the
+    last one freed; returns the first run's outcome.
 
-    A freed slot otherwise stays idle for the ack and the broker's round trip to the next
-    message, and every run pays it. Wake-ups stay conserved: each run taken here leaves its
-    own message to claim the next fair run, or to find nothing (a claim is guarded). With
-    admission off only a message's own run is claimable, so each message still runs one
-    run, in the broker's order. The chain ends when nothing is claimable or the worker is
-    shutting down.
+    Eligible work with no message waiting is work whose wake-ups were spent: claims that a
+    limit held, a limit raised. Without this the freed slot would idle until a sweep or a
+    wake-up's round trip through the broker. While messages wait, the thread goes back for
+    them: they are wake-ups that claim the same fair runs, and the beat's ticks and sweeps
+    (recovery among them) queue behind them, so a chain must never hold a slot from them.
+    Wake-ups stay conserved: each run taken here leaves its own message, if it had one, to
+    claim the next fair run or find nothing (a claim is guarded). With admission off only a
+    message's own run is claimable, and each message runs its own run in the broker's order.
+    The chain ends when nothing is claimable or the worker is shutting down.
     """
     lifecycle.note_consumed()
     first = outcome = _claim_and_execute(run_id, worker)
-    while outcome != NOT_CLAIMED and admission.enabled():
+    while outcome != NOT_CLAIMED and admission.enabled() and broker.waiting_messages() == 0:
         outcome = _claim_and_execute(None, worker)
     return first
 

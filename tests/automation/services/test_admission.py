@@ -202,9 +202,9 @@ def claims_in_order(run_ids) -> list:
 
 
 @pytest.mark.sqlite
-def test_a_wake_up_runs_the_next_fair_runs_in_the_slot_each_one_frees(roster):
-    """One message, three runs: the thread claims the next eligible run as soon as its run
-    ends instead of leaving the slot idle until another message arrives."""
+def test_a_wake_up_runs_the_next_fair_runs_in_the_slot_each_one_frees(roster, sent):
+    """One message, three runs, no other message waiting: the thread claims the next eligible
+    run as soon as its run ends instead of leaving the slot idle until a wake-up arrives."""
     mine = pending(roster.agent, 2)
     theirs = pending(roster.other_agent)[0]
     assert execution.execute_runs(run_id=mine[1].pk, worker="w") == "completed"
@@ -232,7 +232,16 @@ def test_the_slot_a_run_frees_under_a_limit_goes_to_the_run_it_held(roster, sent
 
 
 @pytest.mark.sqlite
-def test_with_admission_off_a_message_runs_only_its_own_run(roster, settings):
+def test_a_wake_up_goes_back_for_the_messages_waiting_in_the_broker(roster, sent, monkeypatch):
+    """Beat's ticks and sweeps queue with the wake-ups: a chain must not hold the slot from them."""
+    monkeypatch.setattr("automation.broker.waiting_messages", lambda: 1)
+    first, second = pending(roster.agent, 2)
+    assert execution.execute_runs(run_id=first.pk, worker="w") == "completed"
+    assert AgentRun.objects.get(pk=second.pk).status == RunStatus.PENDING
+
+
+@pytest.mark.sqlite
+def test_with_admission_off_a_message_runs_only_its_own_run(roster, settings, sent):
     settings.AUTOMATION_ADMISSION_ENABLED = False
     first, second = pending(roster.agent, 2)
     assert execution.execute_runs(run_id=second.pk, worker="w") == "completed"
@@ -269,6 +278,17 @@ def test_limits_are_set_when_a_claim_is_held_and_cleared_when_it_is_claimed(
     assert sent["wakeups"] == 1  # the freed slot wakes a worker for the held run
     assert runs.claim_run(worker="w").run.pk == second.pk
     assert reason(second) == ""
+
+
+@pytest.mark.sqlite
+def test_a_message_whose_run_is_held_says_why_when_its_claim_takes_another_run(roster):
+    roster.agent.max_concurrent_runs = 1
+    roster.agent.save()
+    runs.claim_run(run_id=pending(roster.agent)[0].pk, worker="w")
+    held = pending(roster.agent)[0]
+    other = pending(AgentFactory(organization=roster.org))[0]
+    assert runs.claim_run(run_id=held.pk, worker="w").run.pk == other.pk
+    assert reason(held) == "agent at its limit (1 / 1)"
 
 
 @pytest.mark.sqlite
