@@ -163,8 +163,11 @@ def running_intervals(run_ids=None) -> list[tuple]:
 
 def assert_limits_held(intervals, *, organizations: dict | None = None, agents: dict | None = None) -> dict:
     """No organization or agent ever ran more than its limit (``{id: limit}``); returns the
-    peaks (``{"organizations": {id: peak}, "agents": {id: peak}}``) for the scenario to show
-    which limits bound."""
+    peaks (``{"organizations": {id: peak}, "agents": {id: peak}}``).
+
+    A peak may fall short of what the database held at an instant (a run's ``completed_at``
+    comes before its end commits): that a limit bound is shown by the runs it held saying
+    so (``WaitingSampler``), not by the peak."""
     peaks = {}
     for name, limits, key in (
         ("organizations", organizations or {}, lambda i: i[2]),

@@ -126,12 +126,9 @@ def test_work_arriving_while_redis_is_down_runs_once_after_it_returns(
     assert set(AgentRun.objects.values_list("status", flat=True)) == {RunStatus.COMPLETED}
     assert set(ProviderEvent.objects.values_list("status", flat=True)) == {ProviderEventStatus.STARTED}
     assert_each_executed_once(AgentRun.objects.values_list("pk", flat=True))
-    peaks = assert_limits_held(
+    # both kinds of limit bound (their held runs said so, sampled above), none was exceeded
+    assert_limits_held(
         running_intervals(),
         organizations={roster.org.pk: ORG_LIMIT},
         agents={roster.agent.pk: AGENT_LIMIT, manual_agent.pk: AGENT_LIMIT},
-    )
-    # both kinds of limit bound: the organization's, and the webhook agent's once it alone had work
-    assert (
-        peaks["organizations"][roster.org.pk] == ORG_LIMIT and peaks["agents"][roster.agent.pk] == AGENT_LIMIT
     )

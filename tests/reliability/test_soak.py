@@ -177,13 +177,12 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
 def check_admission(roster, *, burst, waiting_kinds) -> None:
     """The limits held, the burst's bound, and the soaking organization was never starved."""
     intervals = running_intervals()
-    peaks = assert_limits_held(
+    assert_limits_held(
         intervals,
         organizations={roster.org.pk: SOAK_LIMIT},
         agents={roster.other_agent.pk: BURST_AGENT_LIMIT},
     )
-    assert peaks["agents"] == {roster.other_agent.pk: BURST_AGENT_LIMIT}, peaks  # the burst was held back
-    assert "agent_limit" in waiting_kinds, waiting_kinds  # and its held runs said why
+    assert "agent_limit" in waiting_kinds, waiting_kinds  # the burst was held back, and said why
     assert set(AgentRun.objects.filter(pk__in=burst).values_list("status", flat=True)) <= {
         RunStatus.COMPLETED,
         RunStatus.INTERRUPTED,  # claimed by a worker the soak killed
