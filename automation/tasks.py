@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 
 @shared_task(bind=True, name="automation.execute_run")
 def execute_run(self, run_id: str | None = None) -> str:
-    """A wake-up: claim ``run_id`` if it is the fair choice, else the next fair run."""
-    return execution.execute_run(run_id=run_id, worker=worker_name(self.request.hostname))
+    """A wake-up: claim ``run_id`` if it is the fair choice, else the next fair run; then the
+    next fair runs in the slot each one frees, while eligible work and no message waits."""
+    return execution.execute_runs(run_id=run_id, worker=worker_name(self.request.hostname))
 
 
 def send_wakeups(task, times) -> None:

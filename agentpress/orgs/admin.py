@@ -137,7 +137,7 @@ class OrganizationAdmin(OrgScopedAdmin):
                 "fields": ["max_concurrent_runs", "daily_run_limit", "daily_token_limit", "daily_cost_limit"],
                 "description": "Empty: the deployment's default limit (no budget). Days are counted in the "
                 "time zone above; work over a limit or budget waits pending and is never dropped; a raised limit "
-                "admits it at the next sweep.",
+                "admits it at once.",
             },
         ),
     ]

@@ -1,1 +1,1 @@
-from . import audit, follow_ups, outlook, provider_events, runs, schedules  # noqa: F401 - registers the ModelAdmins
+from . import audit, follow_ups, limits, outlook, provider_events, runs, schedules  # noqa: F401 - registers the ModelAdmins

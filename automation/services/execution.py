@@ -18,13 +18,15 @@ from django.db import connection
 from agentpress.agents.models import Message
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
 from agentpress.ops import lifecycle, logs, metrics
-from automation import tools
-from automation.services import usage
+from automation import broker, tools
+from automation.services import admission, usage
 from automation.services.runs import claim_run, format_error, record_event
 from automation.services.settlement import complete_run, fail_run, interrupt_run
 from automation.worker import heartbeat
 
 logger = logging.getLogger(__name__)
+
+NOT_CLAIMED = "not-claimed"
 
 
 def _history(thread_id, run_id) -> list[dict]:
@@ -35,12 +37,38 @@ def _history(thread_id, run_id) -> list[dict]:
 def execute_run(*, run_id, worker: str) -> str:
     """Run the agent for one pending run. Safe to call twice: only one claim wins."""
     lifecycle.note_consumed()
+    return _claim_and_execute(run_id, worker)
+
+
+def execute_runs(*, run_id, worker: str) -> str:
+    """A wake-up: execute the run it names (or the next fair one, ``claim_run``), then, while
+    eligible work waits and no message does, the next run in fair order in the slot the
+    last one freed; returns the first run's outcome.
+
+    Eligible work with no message waiting is work whose wake-ups were spent: claims that a
+    limit held, a limit raised. Without this the freed slot would idle until a sweep or a
+    wake-up's round trip through the broker. While messages wait, the thread goes back for
+    them: they are wake-ups that claim the same fair runs, and the beat's ticks and sweeps
+    (recovery among them) queue behind them, so a chain must never hold a slot from them.
+    Wake-ups stay conserved: each run taken here leaves its own message, if it had one, to
+    claim the next fair run or find nothing (a claim is guarded). With admission off only a
+    message's own run is claimable, and each message runs its own run in the broker's order.
+    The chain ends when nothing is claimable or the worker is shutting down.
+    """
+    lifecycle.note_consumed()
+    first = outcome = _claim_and_execute(run_id, worker)
+    while outcome != NOT_CLAIMED and admission.enabled() and broker.waiting_messages() == 0:
+        outcome = _claim_and_execute(None, worker)
+    return first
+
+
+def _claim_and_execute(run_id, worker: str) -> str:
     if lifecycle.shutting_down():
-        return "not-claimed"  # this worker is stopping: the redispatch sweep sends the run again
+        return NOT_CLAIMED  # this worker is stopping: the redispatch sweep sends the run again
     heartbeat.ensure_started(worker=worker)
     lease = claim_run(run_id=run_id, worker=worker)
     if lease is None:
-        return "not-claimed"
+        return NOT_CLAIMED
     run = lease.run
     metrics.record_run_started(run)
     cancel = threading.Event()

@@ -374,7 +374,8 @@ def claim_run(*, run_id=None, worker: str) -> Lease | None:
     ``run_id`` is the run whose message woke the worker: it is taken when it is due, within
     its organization's and agent's limits and budgets, and as fair as any other; otherwise
     the next run in fair order is (``admission``). Limits hold under any number of racing
-    claimers. A run held by a limit or budget is marked with its waiting reason. With
+    claimers. A run held by a limit or budget is marked with its waiting reason, the
+    message's own run too when the claim passed it over for that reason. With
     ``AUTOMATION_ADMISSION_ENABLED`` off, only ``run_id`` is claimed (the broker's order).
     """
     exclude = admission.Exclusions()
@@ -387,8 +388,8 @@ def claim_run(*, run_id=None, worker: str) -> Lease | None:
             break
         admission.mark_held(outcome, now=now)
         exclude.add(outcome)
-    if run_id is not None and lease is None:
-        admission.explain_waiting(run_id)
+    if run_id is not None and (lease is None or lease.run.pk != admission.as_run_id(run_id)):
+        admission.explain_waiting(run_id)  # the message's run was passed over: say why, if held
     return lease
 
 

@@ -2,9 +2,9 @@
 
 Organization A queues ``BENCH_FAIRNESS_A_RUNS`` runs (the issue's size is 5,000) of 1 s
 each, then organization B queues 20 runs of 1 s, one per second, on the Procfile's worker
-command with ``-c BENCH_FAIRNESS_CONCURRENCY`` slots (default 8: with the Procfile's 2, B's
-arrival of one 1 s run per second is its whole fair share of 1 slot, and no order can keep
-its latency bounded). Reported:
+command (the ``threads`` pool) with ``-c BENCH_FAIRNESS_CONCURRENCY`` slots (default 8: with
+the Procfile's 2, B's arrival of one 1 s run per second is its whole fair share of 1 slot,
+and no order can keep its latency bounded). Reported:
 B's dispatch latency (created → started) p50 / p99, the utilisation of the worker slots
 while A's backlog lasts, and A's completion time (first create → last completion). The
 baseline in the same invocation is the same load with admission off (each message claims
@@ -42,6 +42,26 @@ def _create(agent, owner) -> None:
     runs.run_create(agent=agent, run_as=owner, source="manual", prompt=PROMPT)
 
 
+def _procfile_worker(name: str, **env) -> services.Process:
+    """The Procfile's worker (the ``threads`` pool) with ``CONCURRENCY`` slots, at log level
+    warning; it is ready when its process heartbeat registered it (``Worker`` row)."""
+    from automation.models import Worker
+
+    argv = services.celery_worker_argv(CONCURRENCY, name, pool="threads")
+    argv[argv.index("-l") + 1] = "warning"
+    proc = common.start_quiet(name, argv, **env)
+    try:
+        services.wait_until(
+            lambda: Worker.objects.filter(name__startswith=f"{name}@", stopped_at__isnull=True).exists(),
+            timeout=60,
+            message=f"{name} ready",
+        )
+    except AssertionError:
+        proc.stop()
+        raise
+    return proc
+
+
 def _pass(admission_on: bool) -> dict:
     from agentpress.orgs.models import Organization
     from automation.models import AgentRun
@@ -50,7 +70,7 @@ def _pass(admission_on: bool) -> dict:
     limit = CONCURRENCY if admission_on else None
     Organization.objects.filter(pk__in=[org_a.pk, org_b.pk]).update(max_concurrent_runs=limit)
     env = {"AUTOMATION_ADMISSION_ENABLED": "true" if admission_on else "false"}
-    proc = common.worker(f"bench-fair-{'on' if admission_on else 'off'}", concurrency=CONCURRENCY, **env)
+    proc = _procfile_worker(f"bench-fair-{'on' if admission_on else 'off'}", **env)
     try:
         for _ in range(A_RUNS):
             _create(agent_a, owner_a)

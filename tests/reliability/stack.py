@@ -10,6 +10,7 @@ import hmac
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -119,3 +120,103 @@ def assert_each_executed_once(run_ids) -> None:
     claims, replies = execution_counts(run_ids)
     assert {r: claims[r] for r in run_ids if claims[r] != 1} == {}, "runs not claimed exactly once"
     assert {r: replies[r] for r in run_ids if replies[r] != 1} == {}, "runs without exactly one reply"
+
+
+# Admission limits under the scenarios ----------------------------------------------------
+
+
+def peak_running(intervals, key) -> dict:
+    """The most runs running at once per ``key(interval)``; ``intervals`` are
+    ``(start, end, organization_id, agent_id)``, ``end`` ``None`` for a run still running.
+
+    A run counts from its ``claimed`` event, written after its claim counted the running
+    runs under the admission lock, to its ``completed_at``, taken before the statement that
+    ended it: a run admitted into a slot another run freed starts after that run's end, so
+    at no instant do more than the limit overlap when the limit held.
+    """
+    edges = []
+    for interval in intervals:
+        start, end = interval[0], interval[1]
+        edges.append((start, 1, key(interval)))
+        if end is not None:
+            edges.append((end, 0, key(interval)))  # at the same instant an end comes first
+    peak, now = Counter(), Counter()
+    for _, starts, group in sorted(edges, key=lambda e: (e[0], e[1])):
+        now[group] += 1 if starts else -1
+        peak[group] = max(peak[group], now[group])
+    return dict(peak)
+
+
+def running_intervals(run_ids=None) -> list[tuple]:
+    """``(claimed at, completed_at, organization_id, agent_id)`` of every claimed run."""
+    from automation.models import AgentRun, RunEvent
+
+    claims = RunEvent.objects.filter(kind="claimed")
+    if run_ids is not None:
+        claims = claims.filter(run_id__in=list(run_ids))
+    claimed = dict(claims.values_list("run_id", "at"))
+    ends = AgentRun.objects.filter(pk__in=list(claimed)).values_list(
+        "pk", "completed_at", "organization_id", "agent_id"
+    )
+    return [(claimed[pk], end, org, agent) for pk, end, org, agent in ends]
+
+
+def assert_limits_held(intervals, *, organizations: dict | None = None, agents: dict | None = None) -> dict:
+    """No organization or agent ever ran more than its limit (``{id: limit}``); returns the
+    peaks (``{"organizations": {id: peak}, "agents": {id: peak}}``).
+
+    A peak may fall short of what the database held at an instant (a run's ``completed_at``
+    comes before its end commits): that a limit bound is shown by the runs it held saying
+    so (``WaitingSampler``), not by the peak."""
+    peaks = {}
+    for name, limits, key in (
+        ("organizations", organizations or {}, lambda i: i[2]),
+        ("agents", agents or {}, lambda i: i[3]),
+    ):
+        peak = peak_running(intervals, key)
+        over = {pk: peak[pk] for pk, limit in limits.items() if peak.get(pk, 0) > limit}
+        assert over == {}, f"limit exceeded: peak running {over} over limits {limits}"
+        peaks[name] = {pk: peak.get(pk, 0) for pk in limits}
+    return peaks
+
+
+class WaitingSampler(threading.Thread):
+    """The waiting reasons of pending runs, sampled while a scenario runs: the scenario
+    shows its runs waited with their limit named (``automation.states.waiting_kind``).
+    ``sample`` returns the pending runs' reasons now; a failing sample (a restarting
+    database) is skipped."""
+
+    def __init__(self, sample=None, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.sample = sample or _pending_reasons
+        self.every = every
+        self.kinds: set[str] = set()
+        self.reasons: set[str] = set()
+        self.stopped = threading.Event()
+
+    def run(self):
+        from django.db import connection
+
+        from automation.states import waiting_kind
+
+        try:
+            while not self.stopped.wait(self.every):
+                try:
+                    reasons = set(self.sample())
+                except Exception:
+                    continue
+                self.reasons |= reasons
+                self.kinds |= {waiting_kind(r) for r in reasons if r}
+        finally:
+            connection.close()
+
+    def stop(self) -> set[str]:
+        self.stopped.set()
+        self.join()
+        return self.kinds
+
+
+def _pending_reasons():
+    from automation.models import AgentRun
+
+    return AgentRun.objects.filter(status="pending").values_list("waiting_reason", flat=True).distinct()

@@ -2,6 +2,9 @@
 
 The scenario has its own PostgreSQL cluster (the shared one serves other tests), so its
 data is read here with plain SQL rather than through the test database.
+
+The organization's limit (3) is below the workers' 4 slots and each of its two agents has
+a limit of 2: runs wait with their limit named, and no limit is exceeded across the restart.
 """
 
 import threading
@@ -11,23 +14,30 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.reliability.private_services import PostgresServer
-from tests.reliability.stack import Stack, api_client
+from tests.reliability.stack import Stack, WaitingSampler, api_client, assert_limits_held
 from tests.support import services
 
 pytestmark = [pytest.mark.reliability, pytest.mark.celery_worker]
 
 LEASE_TTL = 4
 SWEEP = 1
-SEED = """
+ORG_LIMIT = 3
+AGENT_LIMIT = 2
+SEED = f"""
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from agentpress.agents.models import Agent
 from agentpress.orgs.models import Membership, Organization, Role
-org = Organization.objects.create(slug="acme", name="Acme", automations_enabled=True)
+org = Organization.objects.create(
+    slug="acme", name="Acme", automations_enabled=True, max_concurrent_runs={ORG_LIMIT}
+)
 owner = User.objects.create(username="owner")
 Membership.objects.create(organization=org, user=owner, role=Role.OWNER)
-agent = Agent.objects.create(organization=org, name="Agent", runtime="scripted")
-print(Token.objects.create(user=owner).key, agent.pk)
+agents = [
+    Agent.objects.create(organization=org, name=name, runtime="scripted", max_concurrent_runs={AGENT_LIMIT})
+    for name in ("Agent", "Agent 2")
+]
+print(Token.objects.create(user=owner).key, org.pk, *(agent.pk for agent in agents))
 """
 
 
@@ -71,19 +81,22 @@ def test_workers_reconnect_after_a_postgres_restart(tmp_path, private_postgres):
     )
     try:
         stack.manage("migrate", "--noinput")
-        token, agent_id = stack.manage("shell", "-c", SEED).split()[-2:]
+        token, org_id, *agent_ids = stack.manage("shell", "-c", SEED).split()[-4:]
         api = api_client(stack.web(), token)
         stack.beat()
         stack.worker("w1", concurrency=2)
         stack.worker("w2", concurrency=2)
         sampler = OverdueSampler(private_postgres)
         sampler.start()
+        waiting = WaitingSampler(lambda: _pending_reasons(private_postgres))
+        waiting.start()
 
-        def start(prompt):
+        def start(prompt, n):
             for _ in range(20):  # the web server's connections are being cut too: a client retries
                 try:
                     answer = api.post(
-                        "/api/orgs/acme/agent-runs", json={"agentId": int(agent_id), "prompt": prompt}
+                        "/api/orgs/acme/agent-runs",
+                        json={"agentId": int(agent_ids[n % 2]), "prompt": prompt},
                     )
                 except Exception:
                     answer = None
@@ -92,13 +105,13 @@ def test_workers_reconnect_after_a_postgres_restart(tmp_path, private_postgres):
                 time.sleep(0.5)
             raise AssertionError(f"could not start a run: {answer and answer.text}")
 
-        before = [start(f"!sleep 2\n!reply before {n}") for n in range(12)]
+        before = [start(f"!sleep 2\n!reply before {n}", n) for n in range(12)]
         services.wait_until(
             lambda: _count(private_postgres, "status = 'running'") > 0, message="runs running"
         )
         private_postgres.restart()
         with ThreadPoolExecutor(max_workers=4) as pool:
-            after = list(pool.map(start, [f"!reply after {n}" for n in range(20)]))
+            after = list(pool.map(start, [f"!reply after {n}" for n in range(20)], range(20)))
 
         services.wait_until(
             lambda: _count(private_postgres, "status IN ('pending', 'running')") == 0,
@@ -108,7 +121,14 @@ def test_workers_reconnect_after_a_postgres_restart(tmp_path, private_postgres):
         )
         sampler.stop.set()
         sampler.join()
+        waiting_kinds = waiting.stop()
         with private_postgres.connect() as conn:
+            intervals = conn.execute(
+                """
+                SELECT e.at, r.completed_at, r.organization_id, r.agent_id
+                FROM agent_runs r JOIN agent_run_events e ON e.run_id = r.id AND e.kind = 'claimed'
+                """
+            ).fetchall()
             rows = conn.execute(
                 """
                 SELECT r.id::text, r.status, r.last_error,
@@ -131,6 +151,17 @@ def test_workers_reconnect_after_a_postgres_restart(tmp_path, private_postgres):
             assert status == "interrupted" and "Lease expired" in error, (status, error)
     assert {runs[r][0] for r in after} == {"completed"}, "the workers did not reconnect by themselves"
     assert sampler.worst < SWEEP + 5, f"a run stayed running {sampler.worst:.1f}s past its lease"
+    agent_limits = {int(pk): AGENT_LIMIT for pk in agent_ids}
+    assert_limits_held(intervals, organizations={int(org_id): ORG_LIMIT}, agents=agent_limits)
+    assert "org_limit" in waiting_kinds, waiting.reasons  # the organization's limit bound
+
+
+def _pending_reasons(server: PostgresServer) -> list[str]:
+    with server.connect() as conn:
+        return [
+            r[0]
+            for r in conn.execute("SELECT DISTINCT waiting_reason FROM agent_runs WHERE status = 'pending'")
+        ]
 
 
 def _count(server: PostgresServer, where: str) -> int:

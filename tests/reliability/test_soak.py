@@ -3,19 +3,35 @@
 ``SOAK_SECONDS`` sets the length (60 in CI; ``make soak`` runs 600). At the end, the
 conservation check: every event, follow-up and schedule slot maps to exactly one run or
 a recorded reason, and no run is left pending or running.
+
+A quarter into the soak a second organization bursts ``BURST`` runs. Its agent's limit and
+the soaking organization's limit are below the workers' slots, so both bind, and neither is
+ever exceeded. While the burst lasts the soaking organization keeps being admitted: no slot
+went to the burst while one of its runs waited and it had fewer runs in flight than the
+bursting one (the fair order, checked on the claims' order rather than timed).
 """
 
 import itertools
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db.models import Count
+from rest_framework.authtoken.models import Token
 
 from automation.models import AgentRun, FollowUp, ProviderEvent, RunEvent, Schedule
 from automation.states import RUN_ACTIVE, FollowUpStatus, ProviderEventStatus, RunStatus
-from tests.reliability.stack import api_client, execution_counts, post_webhook
+from tests.reliability.stack import (
+    WaitingSampler,
+    api_client,
+    assert_limits_held,
+    execution_counts,
+    post_webhook,
+    running_intervals,
+)
 from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.celery_worker]
@@ -24,17 +40,31 @@ SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", 60))
 KILL_EVERY = min(120.0, SOAK_SECONDS / 2)
 LEASE_TTL = 4
 TICK = 0.5
+WORKERS, SLOTS = 2, 2  # per worker
+SOAK_LIMIT = 3  # the soaking organization's: below the 4 slots
+BURST = 60
+BURST_AGENT_LIMIT = 3  # the bursting organization's agent's
+BURST_AT = SOAK_SECONDS / 4
+# a run created this long before a claim was visible to it (its insert had committed): two
+# ticks of the soak's own pace, on a loaded machine
+VISIBLE_AFTER = timedelta(seconds=2 * TICK)
 
 
 def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, action, stack_factory):
     action.instructions = "!sleep 0.5\n!reply handled"
     action.save(update_fields=["instructions"])
+    roster.org.max_concurrent_runs = SOAK_LIMIT
+    roster.org.save(update_fields=["max_concurrent_runs"])
+    roster.other_agent.max_concurrent_runs = BURST_AGENT_LIMIT
+    roster.other_agent.save(update_fields=["max_concurrent_runs"])
+    burst_token = Token.objects.create(user=roster.other_owner).key
     stack = stack_factory(
         AUTOMATION_LEASE_TTL_SECONDS=LEASE_TTL,
         AUTOMATION_MIN_INTERVAL_MINUTES=1,
         AUTOMATION_FOLLOW_UP_MIN_DELAY_SECONDS=1,
     )
     api = api_client(stack.web(), owner_token)
+    burst_api = api_client(stack.base_url, burst_token)
     begin = datetime.now(UTC)
     for n in range(20):
         answer = api.post(
@@ -51,7 +81,29 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
         )
         assert answer.status_code == 201, answer.text
     stack.beat()
-    workers = {name: stack.worker(name, concurrency=2) for name in ("wa", "wb")}
+    workers = {name: stack.worker(name, concurrency=SLOTS) for name in ("wa", "wb")[:WORKERS]}
+    waiting = WaitingSampler()
+    waiting.start()
+    burst: list[str] = []
+
+    def start_burst():
+        def one(n):
+            answer = burst_api.post(
+                "/api/orgs/globex/agent-runs",
+                json={"agentId": roster.other_agent.pk, "prompt": f"!sleep 1\n!reply burst {n}"},
+            )
+            assert answer.status_code == 201, answer.text
+            return answer.json()["id"]
+
+        try:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                burst.extend(pool.map(one, range(BURST)))
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    burster = threading.Thread(target=start_burst)
 
     manual, to_cancel, cancelled, kills = [], [], set(), []
     victims = itertools.cycle(workers)
@@ -65,8 +117,10 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
             name = next(victims)
             workers[name].kill9()
             kills.append(name)
-            workers[name] = stack.worker(name, concurrency=2)
+            workers[name] = stack.worker(name, concurrency=SLOTS)
             next_kill += KILL_EVERY
+        if now - started >= BURST_AT and burster.ident is None:  # not started yet
+            burster.start()
         answer = post_webhook(api, action.pk, f"evt_{tick}", {"ticket": {"id": f"T-{tick % 7}"}})
         assert answer.status_code == 202, answer.text
         if tick % 2 == 0:
@@ -87,6 +141,8 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
         time.sleep(max(0.0, TICK - (time.monotonic() - now)))
     stopped_at = datetime.now(UTC)
     assert kills, "the soak must kill a worker at least once"
+    burster.join()
+    assert len(burst) == BURST
     for proc in stack.processes:
         if proc.name == "beat":
             proc.terminate()
@@ -109,10 +165,65 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
         return drained()
 
     wait_until(drain_step, timeout=LEASE_TTL + 90, interval=0, message="everything settled")
-    check_conservation(manual=manual, cancelled=cancelled, stopped_at=stopped_at)
+    waiting_kinds = waiting.stop()
+    # A tick beat sent before it stopped may still have been queued behind the burst's
+    # wake-ups, and fired the slots due when it ran: real slots, up to when all settled.
+    check_conservation(
+        manual=manual + burst, cancelled=cancelled, stopped_at=stopped_at, settled_at=datetime.now(UTC)
+    )
+    check_admission(roster, burst=burst, waiting_kinds=waiting_kinds)
 
 
-def check_conservation(*, manual, cancelled, stopped_at) -> None:
+def check_admission(roster, *, burst, waiting_kinds) -> None:
+    """The limits held, the burst's bound, and the soaking organization was never starved."""
+    intervals = running_intervals()
+    assert_limits_held(
+        intervals,
+        organizations={roster.org.pk: SOAK_LIMIT},
+        agents={roster.other_agent.pk: BURST_AGENT_LIMIT},
+    )
+    assert "agent_limit" in waiting_kinds, waiting_kinds  # the burst was held back, and said why
+    assert set(AgentRun.objects.filter(pk__in=burst).values_list("status", flat=True)) <= {
+        RunStatus.COMPLETED,
+        RunStatus.INTERRUPTED,  # claimed by a worker the soak killed
+    }
+
+    claims = dict(RunEvent.objects.filter(kind="claimed").values_list("run_id", "at"))
+    soak = roster.org.pk
+    burst_claims = sorted(
+        claims[r] for r in AgentRun.objects.filter(pk__in=burst).values_list("pk", flat=True)
+    )
+    waiting_runs = [
+        (max(filter(None, (created, not_before))), claims.get(pk), cancelled)
+        for pk, created, not_before, cancelled in AgentRun.objects.filter(organization_id=soak).values_list(
+            "pk", "created_at", "not_before", "cancelled_at"
+        )
+    ]
+    starved = []
+    for at in burst_claims:
+        running = [i for i in intervals if i[0] < at and (i[1] is None or i[1] > at)]
+        mine = sum(1 for i in running if i[2] == soak)
+        theirs = sum(1 for i in running if i[2] == roster.other_org.pk)
+        # fewer in flight by two (one for a run ending or starting at that very instant)
+        # and a slot to spare under its limit (likewise)
+        if not (mine + 1 < theirs and mine + 1 < SOAK_LIMIT):
+            continue
+        waited = [
+            due
+            for due, claimed, cancelled in waiting_runs
+            if due <= at - VISIBLE_AFTER
+            and (claimed is None or claimed > at)
+            and (cancelled is None or cancelled > at)
+        ]
+        if waited:
+            starved.append((at.isoformat(), mine, theirs, min(waited).isoformat()))
+    assert starved == [], f"slots went to the burst while the soaking organization waited: {starved[:5]}"
+    # and the soaking organization ran while the burst lasted
+    during = [i for i in intervals if i[2] == soak and burst_claims[0] <= i[0] <= burst_claims[-1]]
+    assert during, "the soaking organization ran nothing while the burst lasted"
+
+
+def check_conservation(*, manual, cancelled, stopped_at, settled_at) -> None:
     runs = AgentRun.objects.all()
     assert not runs.filter(status__in=RUN_ACTIVE).exists()
     assert set(map(str, runs.filter(source="manual").values_list("pk", flat=True))) == set(manual)
@@ -154,8 +265,8 @@ def check_conservation(*, manual, cancelled, stopped_at) -> None:
     # every schedule slot became one run, or was counted skipped or missed
     for schedule in Schedule.objects.all():
         slots, slot = [], schedule.run_at
-        # the last tick may have sent a wake-up for a slot up to one tick (1 s) after the stop
-        while slot <= stopped_at + timedelta(seconds=1):
+        # the last tick may have sent a wake-up for a slot up to one tick (1 s) after it ran
+        while slot <= settled_at + timedelta(seconds=1):
             slots.append(slot)
             slot += timedelta(minutes=1)
         fired = list(schedule.runs.values_list("scheduled_for", flat=True))

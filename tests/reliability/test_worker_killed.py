@@ -1,4 +1,10 @@
-"""Scenario 1: ``kill -9`` a worker while 200 runs are in flight in its one process."""
+"""Scenario 1: ``kill -9`` a worker while 200 runs are in flight in its one process.
+
+The organization's limit is the 200 in flight: the worker has slots to spare, so the runs
+queued after them are claimed and held, waiting with "organization at its limit". The
+kill must give the 200 slots back when their runs are recovered, and the held runs then
+run, the limit never exceeded.
+"""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -7,15 +13,21 @@ import pytest
 
 from automation.models import AgentRun, FollowUp
 from automation.states import FollowUpStatus, RunSource, RunStatus
-from tests.reliability.stack import api_client, assert_each_executed_once, execution_counts
+from tests.reliability.stack import (
+    api_client,
+    assert_each_executed_once,
+    assert_limits_held,
+    execution_counts,
+    running_intervals,
+)
 from tests.support.services import wait_until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.celery_worker]
 
 LEASE_TTL = 6
 SWEEP = 1
-IN_FLIGHT = 200  # the victim's concurrency: every slot busy at the kill
-QUEUED = 50
+IN_FLIGHT = 200  # the organization's limit: all of it busy at the kill
+QUEUED = 50  # held by the limit, in the victim's spare slots
 # beat's tick resolution and the sweep task's trip through the broker, plus settling each
 # interrupted run (five statements; up to ~130 ms each on a loaded two-core machine, measured)
 SLACK = 2 + IN_FLIGHT * 0.15
@@ -26,6 +38,8 @@ def statuses(**filters) -> dict:
 
 
 def test_kill_9_interrupts_claimed_runs_and_a_survivor_runs_the_rest(roster, owner_token, stack_factory):
+    roster.org.max_concurrent_runs = IN_FLIGHT
+    roster.org.save(update_fields=["max_concurrent_runs"])
     stack = stack_factory(
         AUTOMATION_LEASE_TTL_SECONDS=LEASE_TTL,
         AUTOMATION_SWEEP_INTERVAL_SECONDS=SWEEP,
@@ -33,7 +47,7 @@ def test_kill_9_interrupts_claimed_runs_and_a_survivor_runs_the_rest(roster, own
     )
     api = api_client(stack.web(), owner_token)
     stack.beat()
-    victim = stack.worker("victim", concurrency=IN_FLIGHT)
+    victim = stack.worker("victim", concurrency=IN_FLIGHT + QUEUED)
 
     def start(prompt):
         response = api.post("/api/orgs/acme/agent-runs", json={"agentId": roster.agent.pk, "prompt": prompt})
@@ -57,9 +71,16 @@ def test_kill_9_interrupts_claimed_runs_and_a_survivor_runs_the_rest(roster, own
         timeout=60,
         message=f"{IN_FLIGHT - 4} sleepers running",
     )
-    # every slot of the victim is busy: these wait in the broker, unclaimed
+    # the organization's every slot is busy: the victim claims these and finds them held
     queued = start_many("!reply after the crash", QUEUED)
-    time.sleep(1)
+    wait_until(
+        lambda: (
+            set(AgentRun.objects.filter(pk__in=queued).values_list("waiting_reason", flat=True))
+            == {f"organization at its limit ({IN_FLIGHT} / {IN_FLIGHT})"}
+        ),
+        timeout=60,
+        message="the queued runs held by the organization's limit",
+    )
     claimed = set(
         AgentRun.objects.filter(status=RunStatus.RUNNING, lease_owner__startswith="victim@").values_list(
             "pk", flat=True
@@ -102,3 +123,5 @@ def test_kill_9_interrupts_claimed_runs_and_a_survivor_runs_the_rest(roster, own
     assert_each_executed_once(seeds + queued)
     claims, _ = execution_counts(claimed)
     assert {r: claims[r] for r in claimed if claims[r] != 1} == {}
+    # the limit bound (the queued runs were held at it, above) and was never exceeded
+    assert_limits_held(running_intervals(), organizations={roster.org.pk: IN_FLIGHT})

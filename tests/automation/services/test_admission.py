@@ -11,8 +11,8 @@ import time_machine
 from django.db import connection, transaction
 from django.utils import timezone
 
-from automation.models import AgentRun
-from automation.services import admission, budgets, runs, settlement
+from automation.models import AgentRun, RunEvent
+from automation.services import admission, budgets, execution, runs, settlement
 from automation.services.recovery import recover_stale_leases, redispatch_pending_runs
 from automation.states import RunSource, RunStatus, WaitingKind, waiting_kind
 from tests.factories import AgentFactory, AgentRunFactory, OrganizationFactory
@@ -202,6 +202,61 @@ def test_dispatch_writes_dispatched_at_before_the_message_goes_out(roster, monke
     assert seen[0] is not None
 
 
+# A freed slot takes the next fair run itself ---------------------------------------------
+
+
+def claims_in_order(run_ids) -> list:
+    events = RunEvent.objects.filter(run_id__in=run_ids, kind="claimed").order_by("at", "id")
+    return list(events.values_list("run_id", flat=True))
+
+
+@pytest.mark.sqlite
+def test_a_wake_up_runs_the_next_fair_runs_in_the_slot_each_one_frees(roster, sent):
+    """One message, three runs, no other message waiting: the thread claims the next eligible
+    run as soon as its run ends instead of leaving the slot idle until a wake-up arrives."""
+    mine = pending(roster.agent, 2)
+    theirs = pending(roster.other_agent)[0]
+    assert execution.execute_runs(run_id=mine[1].pk, worker="w") == "completed"
+    ids = [r.pk for r in (*mine, theirs)]
+    assert set(AgentRun.objects.filter(pk__in=ids).values_list("status", flat=True)) == {RunStatus.COMPLETED}
+    assert claims_in_order(ids) == [mine[1].pk, mine[0].pk, theirs.pk]  # nothing in flight: the oldest
+    # the other runs' messages arrive afterwards and find nothing to do
+    assert execution.execute_runs(run_id=theirs.pk, worker="w") == "not-claimed"
+
+
+@pytest.mark.sqlite
+def test_the_slot_a_run_frees_under_a_limit_goes_to_the_run_it_held(roster, sent):
+    roster.org.max_concurrent_runs = 1
+    roster.org.save()
+    first, held = pending(roster.agent, 2)
+    assert runs.claim_run(run_id=held.pk, worker="other") is not None  # the org's one slot is taken
+    finish_later = AgentRun.objects.get(pk=held.pk)
+    assert runs.claim_run(run_id=first.pk, worker="w") is None
+    assert reason(first) == "organization at its limit (1 / 1)"
+    settlement.complete_run(
+        run=finish_later, lease_token=finish_later.lease_token, messages=[], tool_calls=[], worker="other"
+    )
+    assert execution.execute_runs(run_id=None, worker="w") == "completed"
+    assert AgentRun.objects.get(pk=first.pk).status == RunStatus.COMPLETED and reason(first) == ""
+
+
+@pytest.mark.sqlite
+def test_a_wake_up_goes_back_for_the_messages_waiting_in_the_broker(roster, sent, monkeypatch):
+    """Beat's ticks and sweeps queue with the wake-ups: a chain must not hold the slot from them."""
+    monkeypatch.setattr("automation.broker.waiting_messages", lambda: 1)
+    first, second = pending(roster.agent, 2)
+    assert execution.execute_runs(run_id=first.pk, worker="w") == "completed"
+    assert AgentRun.objects.get(pk=second.pk).status == RunStatus.PENDING
+
+
+@pytest.mark.sqlite
+def test_with_admission_off_a_message_runs_only_its_own_run(roster, settings, sent):
+    settings.AUTOMATION_ADMISSION_ENABLED = False
+    first, second = pending(roster.agent, 2)
+    assert execution.execute_runs(run_id=second.pk, worker="w") == "completed"
+    assert AgentRun.objects.get(pk=first.pk).status == RunStatus.PENDING
+
+
 # Waiting reasons, each set and cleared at its transition ----------------------------------
 
 
@@ -232,6 +287,17 @@ def test_limits_are_set_when_a_claim_is_held_and_cleared_when_it_is_claimed(
     assert sent["wakeups"] == 1  # the freed slot wakes a worker for the held run
     assert runs.claim_run(worker="w").run.pk == second.pk
     assert reason(second) == ""
+
+
+@pytest.mark.sqlite
+def test_a_message_whose_run_is_held_says_why_when_its_claim_takes_another_run(roster):
+    roster.agent.max_concurrent_runs = 1
+    roster.agent.save()
+    runs.claim_run(run_id=pending(roster.agent)[0].pk, worker="w")
+    held = pending(roster.agent)[0]
+    other = pending(AgentFactory(organization=roster.org))[0]
+    assert runs.claim_run(run_id=held.pk, worker="w").run.pk == other.pk
+    assert reason(held) == "agent at its limit (1 / 1)"
 
 
 @pytest.mark.sqlite
