@@ -4,7 +4,9 @@ import os
 
 from celery import Celery
 
-app = Celery("bench_noop", broker=os.environ["CELERY_BROKER_URL"])
+# Not the current app: a benchmark that imports this one and then creates runs in the same
+# thread would otherwise send their ``execute_run`` through it, to its ``bench_noop`` queue.
+app = Celery("bench_noop", broker=os.environ["CELERY_BROKER_URL"], set_as_current=False)
 app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,
