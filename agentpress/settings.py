@@ -258,11 +258,6 @@ AUTOMATION_WORKER_CONCURRENCY = env.int(
     "AUTOMATION_WORKER_CONCURRENCY", default=8 if _EMBEDDED_DATABASE else 1000
 )
 CELERY_WORKER_POOL = "threads"
-# The interpreter's thread switch interval in a threads-pool worker (``sys.setswitchinterval``):
-# short, so that the consumer loop is not held back by busy run threads (signals.py).
-AUTOMATION_WORKER_SWITCH_INTERVAL_SECONDS = env.float(
-    "AUTOMATION_WORKER_SWITCH_INTERVAL_SECONDS", default=0.0005
-)
 CELERY_WORKER_CONCURRENCY = AUTOMATION_WORKER_CONCURRENCY
 # One reserved message per slot: a message is only taken when a thread is free to claim it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -6,9 +6,6 @@ view. A prefork child starts its own on its first run (``execution.execute_run``
 """
 
 import os
-import sys
-
-from django.conf import settings
 
 from automation.worker import heartbeat
 
@@ -24,11 +21,6 @@ def _on_worker_ready(sender=None, **kwargs) -> None:
     pool_name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
     if "prefork" in pool_name:
         return
-    # Hundreds of run threads share one interpreter lock with the consumer loop, which needs
-    # the lock back after every read from the broker: at Python's default switch interval
-    # (5 ms) a busy run thread keeps it waiting that long each time, and messages are taken
-    # tens per second. A shorter interval lets the loop keep up with a burst.
-    sys.setswitchinterval(settings.AUTOMATION_WORKER_SWITCH_INTERVAL_SECONDS)
     heartbeat.ensure_started(
         worker=worker_name(sender.hostname), concurrency=controller.concurrency, when_idle=True
     )
