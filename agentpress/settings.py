@@ -278,17 +278,16 @@ CELERY_WORKER_CONSUMER = "automation.worker.consumer:Consumer"
 # the tick that fires schedules. Runs (``automation.execute_run``) and provider work stay on
 # the default queue.
 AUTOMATION_MAINTENANCE_QUEUE = "automation.maintenance"
-CELERY_TASK_ROUTES = {
-    name: {"queue": AUTOMATION_MAINTENANCE_QUEUE}
-    for name in (
-        "automation.fire_due_schedules",
-        "automation.fire_due_follow_ups",
-        "automation.dispatch_pending_runs",
-        "automation.recover_runs",
-        "automation.apply_retention",
-        "automation.maintain_outlook_subscriptions",
-    )
-}
+# The engine's periodic tasks (registered in beat by setup_periodic_tasks).
+AUTOMATION_PERIODIC_TASKS = (
+    "automation.fire_due_schedules",
+    "automation.fire_due_follow_ups",
+    "automation.dispatch_pending_runs",
+    "automation.recover_runs",
+    "automation.apply_retention",
+    "automation.maintain_outlook_subscriptions",
+)
+CELERY_TASK_ROUTES = {name: {"queue": AUTOMATION_MAINTENANCE_QUEUE} for name in AUTOMATION_PERIODIC_TASKS}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Write each periodic task's last_run_at as soon as beat sends it (not every 3 minutes):
@@ -387,17 +386,7 @@ AUTOMATION_REFUSED_DELIVERY_MAX_PER_ORG = env.int("AUTOMATION_REFUSED_DELIVERY_M
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 # The periodic tasks (setup_periodic_tasks) log at INFO only when a tick did something;
 # set it empty to see every tick (beat's "Sending due task" and the worker's lines).
-AUTOMATION_QUIET_TASKS = env.list(
-    "AUTOMATION_QUIET_TASKS",
-    default=[
-        "automation.fire_due_schedules",
-        "automation.fire_due_follow_ups",
-        "automation.dispatch_pending_runs",
-        "automation.recover_runs",
-        "automation.apply_retention",
-        "automation.maintain_outlook_subscriptions",
-    ],
-)
+AUTOMATION_QUIET_TASKS = env.list("AUTOMATION_QUIET_TASKS", default=list(AUTOMATION_PERIODIC_TASKS))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
