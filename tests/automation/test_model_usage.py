@@ -129,7 +129,7 @@ def test_usage_is_in_the_api_the_detail_panel_the_runs_table_and_metrics(client,
     page = client.get(f"/orgs/acme/agents/monitor/automation-runs/{run.pk}/").content.decode()
     assert "4 in / 3 out" in page
     table = client.get("/orgs/acme/agents/monitor/automation-runs/").content.decode()
-    assert "Tokens / cost" in table and '<td class="run-usage">7 · 0.0000</td>' in table
+    assert "Tokens / cost" in table and '<td class="run-usage col-wide">7 · 0.0000</td>' in table
     scraped = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
