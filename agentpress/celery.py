@@ -2,9 +2,9 @@ import os
 
 from celery import Celery
 
-from automation.worker import transport
+from agentpress import broker_transport
 
-transport.install()  # before any broker connection is made
+broker_transport.install()  # before any broker connection is made
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentpress.settings")
 
 app = Celery("agentpress")

@@ -106,3 +106,13 @@ def test_sweeps_running_at_once_send_each_lost_run_once(roster, broker_queue):
         t.join()
     assert broker_queue() == 60
     assert not AgentRun.objects.filter(dispatched_at__isnull=True).exists()
+
+
+def test_reading_the_queue_depth_reuses_one_broker_connection(broker_queue):
+    """A worker reads the depth after every run of a chain: that must not open a connection each time."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.waiting_messages()
+    received = client.info("stats")["total_connections_received"]
+    for _ in range(20):
+        assert broker.waiting_messages() == 0
+    assert client.info("stats")["total_connections_received"] == received

@@ -1,6 +1,6 @@
 """A channel left open on a Redis connection that died mid-BRPOP fails as a lost connection.
 
-Without ``automation.worker.transport`` the worker exits ("Unrecoverable error") when the broker
+Without ``agentpress.broker_transport`` the worker exits ("Unrecoverable error") when the broker
 goes away while it holds reserved messages, or when it later acknowledges one of them.
 """
 
@@ -12,8 +12,8 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
+from agentpress import broker_transport as transport
 from agentpress.celery import app
-from automation.worker import transport
 from tests.reliability.private_services import RedisServer
 
 RESERVED = 3
@@ -58,7 +58,7 @@ def lose(server, connection):
 
 
 def test_kombus_own_transport_raises_attribute_error_on_the_lost_connection(redis_server):
-    """The defect: when kombu fixes it this fails, and ``automation.worker.transport`` can go."""
+    """The defect: when kombu fixes it this fails, and ``agentpress.broker_transport`` can go."""
     connection, reserved = reserving_connection(redis_server.url, "plain", "kombu.transport.redis:Transport")
     lose(redis_server, connection)
     with pytest.raises(AttributeError, match="hostname"):
