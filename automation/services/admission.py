@@ -419,12 +419,24 @@ def slot_frees_held_work(run: AgentRun) -> bool:
     where a limit made a claim give up, and that claim marked the runs it held: only then
     does an ended run need to wake a worker.
     """
-    if not enabled() or run.started_at is None:
+    if not enabled() or run.started_at is None or _unlimited_when_claimed(run):
         return False
     held = Q(waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.ORG_LIMIT]) | Q(
         waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]
     )
     return AgentRun.objects.filter(_due(timezone.now()), held, organization_id=run.organization_id).exists()
+
+
+def _unlimited_when_claimed(run: AgentRun) -> bool:
+    """Whether the run's organization and agent, as loaded with it (the worker's claim loads
+    both), have no concurrency limit: then no claim was held back by one. A limit set while
+    the run was in flight is found by the worker's next claim in the freed slot
+    (``execution.execute_runs``) or by the review sweep."""
+    loaded = [AgentRun._meta.get_field(name).get_cached_value(run, None) for name in ("organization", "agent")]
+    if None in loaded:
+        return False  # not loaded with the run: ask the database
+    org, agent = loaded
+    return org_limit(org.max_concurrent_runs) is None and agent_limit(agent.max_concurrent_runs) is None
 
 
 def review_waiting_runs(*, resend_after: timedelta, batch: int, organization_id=None) -> list:

@@ -4,10 +4,18 @@ call, and a call still waiting is stopped when its run is cancelled or recovered
 import json
 import threading
 
+import httpx2
 import pytest
 from django.conf import settings as django_settings
 
-from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, endpoints, get_runtime
+from agentpress.agents.runtime import (
+    Invocation,
+    RunCancelled,
+    RuntimeFailure,
+    endpoints,
+    get_runtime,
+    transport,
+)
 from agentpress.agents.runtime.openai_runtime import client_for
 from automation.models import AgentRun
 from automation.services import runs, settlement
@@ -40,6 +48,33 @@ def test_one_client_per_endpoint_reuses_its_connection(settings, stub):
     endpoint = endpoints.resolve({"endpoint": "stub"})
     assert client_for(endpoint) is client_for(endpoint)
     assert len(stub.requests) == 2 and stub.requests[0]["peer"] == stub.requests[1]["peer"]
+
+
+def test_the_threads_of_a_worker_share_an_endpoints_connections_in_small_pools(stub):
+    """httpcore's pool passes over all its connections on every request and response: a
+    thousand threads on one pool spend more CPU there than on the request. Each thread keeps
+    to one of the transport's pools and reuses the connections there."""
+    shards, threads = 4, 12
+    client = httpx2.Client(transport=transport.ModelTransport(custom=False, shards=shards))
+    start = threading.Barrier(threads)
+
+    def calls():
+        start.wait(5)
+        for _ in range(2):
+            client.post(f"{stub.url}/chat/completions", json={}).raise_for_status()
+
+    workers = [threading.Thread(target=calls) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    pools = client._transport._pools
+    assert len(pools) == shards
+    # every pool serves its share of the threads, and no more connections than those threads
+    assert all(0 < len(pool.connections) <= threads // shards for pool in pools)
+    assert len(stub.requests) == 2 * threads
+    client.close()
+    assert all(not pool.connections for pool in pools)
 
 
 def test_a_call_longer_than_the_endpoint_timeout_fails_clearly(settings, stub):

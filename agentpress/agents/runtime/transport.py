@@ -14,6 +14,7 @@ shared by every run of the process while each request is sent from its run's own
   host resolves to and connects to the address it checked (no DNS rebinding in between).
 """
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from django.conf import settings
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from . import endpoints
+
+# Connection pools per model endpoint and process: a thousand threads in flight make about 32
+# connections a pool (GuardedTransport).
+MODEL_POOL_SHARDS = 32
 
 # Headers the SDK fills from the platform's environment; a custom endpoint never gets them.
 PLATFORM_HEADERS = ("openai-organization", "openai-project")
@@ -149,26 +154,60 @@ class GuardedBackend(httpcore2.NetworkBackend):
 
 
 class GuardedTransport(httpx2.HTTPTransport):
-    """httpx's transport over ``GuardedBackend``: for URLs a tenant supplied."""
+    """httpx's transport over ``GuardedBackend``: for URLs a tenant supplied.
 
-    def __init__(self, *, host_allowed: Callable[[str], bool] | None):
+    With ``shards`` above 1 its connections are split into that many pools, and each thread
+    always uses the same one (assigned in turn on its first request). httpcore's pool makes a
+    pass over all of its connections, under one lock, when a request starts and when its
+    response closes; with a thousand runs of one worker waiting on the same endpoint that
+    pass cost more CPU than the request itself. A shard holds the connections of its
+    threads only, reused across their runs; the keep-alive budget is divided between shards.
+    """
+
+    def __init__(self, *, host_allowed: Callable[[str], bool] | None, shards: int = 1):
         super().__init__(limits=DEFAULT_CONNECTION_LIMITS)
         limits = DEFAULT_CONNECTION_LIMITS
-        # httpx has no parameter for the network backend: the pool is built here with ours.
-        self._pool = httpcore2.ConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(host_allowed=host_allowed),
-        )
+        # httpx has no parameter for the network backend: the pools are built here with ours.
+        self._pools = [
+            httpcore2.ConnectionPool(
+                ssl_context=httpx2.create_ssl_context(),
+                max_connections=limits.max_connections,
+                max_keepalive_connections=-(-limits.max_keepalive_connections // shards),
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=GuardedBackend(host_allowed=host_allowed),
+            )
+            for _ in range(shards)
+        ]
+        self._thread_shard = threading.local()
+        self._turns = itertools.count()
+
+    @property
+    def _pool(self) -> httpcore2.ConnectionPool:
+        """The calling thread's pool (``HTTPTransport.handle_request`` sends through it)."""
+        try:
+            return self._pools[self._thread_shard.index]
+        except AttributeError:
+            self._thread_shard.index = next(self._turns) % len(self._pools)
+            return self._pools[self._thread_shard.index]
+
+    @_pool.setter
+    def _pool(self, built) -> None:
+        pass  # the pool ``HTTPTransport.__init__`` builds, without our backend: never used
+
+    def close(self) -> None:
+        for pool in self._pools:
+            pool.close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class ModelTransport(GuardedTransport):
-    """One connection pool per endpoint; records every attempt of the current call."""
+    """One transport per endpoint and process (its connections in ``MODEL_POOL_SHARDS``
+    pools); records every attempt of the current call."""
 
-    def __init__(self, *, custom: bool, send_authorization: bool = True):
-        super().__init__(host_allowed=endpoints.host_allowed if custom else None)
+    def __init__(self, *, custom: bool, send_authorization: bool = True, shards: int = MODEL_POOL_SHARDS):
+        super().__init__(host_allowed=endpoints.host_allowed if custom else None, shards=shards)
         self._custom = custom
         self._send_authorization = send_authorization
 
