@@ -432,7 +432,9 @@ def _unlimited_when_claimed(run: AgentRun) -> bool:
     both), have no concurrency limit: then no claim was held back by one. A limit set while
     the run was in flight is found by the worker's next claim in the freed slot
     (``execution.execute_runs``) or by the review sweep."""
-    loaded = [AgentRun._meta.get_field(name).get_cached_value(run, None) for name in ("organization", "agent")]
+    loaded = [
+        AgentRun._meta.get_field(name).get_cached_value(run, None) for name in ("organization", "agent")
+    ]
     if None in loaded:
         return False  # not loaded with the run: ask the database
     org, agent = loaded
