@@ -329,22 +329,98 @@ def record_model_call(call: ModelCall) -> None:
 # --- complete or fail a run --------------------------------------------------------------------
 
 
-def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> bool:
+# The claimed run comes back with these, as ``select_related`` would load them (the worker
+# reads the agent's runtime, the organization's slug for logs and metrics, the thread).
+CLAIM_LOADS = ("agent", "thread", "organization")
+
+
+def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> AgentRun | None:
     """The claim's guarded ``UPDATE`` (``fields`` holds ``running`` and the new lease) where the
-    run's status is in ``allowed``, with its ``claimed`` event. One statement on PostgreSQL;
-    ``False`` (nothing written) when another claim, a cancel or a sweep got there first."""
+    run's status is in ``allowed``, with its ``claimed`` event; the run as it now is, with its
+    ``CLAIM_LOADS``. One statement on PostgreSQL (the row comes back from ``RETURNING``);
+    ``None`` (nothing written) when another claim, a cancel or a sweep got there first."""
     if connection.vendor != "postgresql":
         with transaction.atomic():
             if AgentRun.objects.filter(pk=run_id, status__in=allowed).update(**fields) != 1:
-                return False
+                return None
             event.save(force_insert=True)
-        return True
-    return _guarded_update(run_id=run_id, allowed=allowed, lease_token=None, fields=fields, rows=[event])
+            return AgentRun.objects.select_related(*CLAIM_LOADS).get(pk=run_id)
+    joins, columns = _claim_joins()
+    row = _guarded_update(
+        run_id=run_id,
+        allowed=allowed,
+        lease_token=None,
+        fields=fields,
+        rows=[event],
+        returning=(", ".join(_columns(AgentRun, "agent_runs")), f"SELECT {columns} FROM changed {joins}"),
+    )
+    return None if row is None else _claimed_from_row(row)
 
 
-def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows) -> bool:
+@functools.cache
+def _claim_joins() -> tuple[str, str]:
+    """The joins from the updated row (``changed``) to its ``CLAIM_LOADS``, and the columns."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    joins, columns = [], ["changed.*"]
+    for n, name in enumerate(CLAIM_LOADS):
+        field = AgentRun._meta.get_field(name)
+        related = field.related_model
+        alias = f"l{n}"
+        joins.append(
+            f"JOIN {quote(related._meta.db_table)} {alias} "
+            f"ON {alias}.{quote(field.target_field.column)} = changed.{quote(field.column)}"
+        )
+        columns += _columns(related, alias)
+    return " ".join(joins), ", ".join(columns)
+
+
+def _columns(model: type[models.Model], alias: str) -> list[str]:
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    return [f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields]
+
+
+@functools.cache
+def _converters(model: type[models.Model]) -> tuple[tuple[str, models.Field, list], ...]:
+    """Each concrete field's attribute name and the converters Django applies to its value
+    when it reads the column (JSON, decimals, time zones)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    out = []
+    for field in model._meta.concrete_fields:
+        col = field.get_col(model._meta.db_table)
+        out.append((field.attname, col, db.ops.get_db_converters(col) + field.get_db_converters(db)))
+    return tuple(out)
+
+
+def _from_row(model: type[models.Model], values) -> models.Model:
+    db = connections[DEFAULT_DB_ALIAS]
+    names, converted = [], []
+    for (name, col, converters), value in zip(_converters(model), values, strict=True):
+        for convert in converters:
+            value = convert(value, col, db)
+        names.append(name)
+        converted.append(value)
+    return model.from_db(db.alias, names, converted)
+
+
+def _claimed_from_row(row) -> AgentRun:
+    """The run and its ``CLAIM_LOADS`` from one row of ``start_run``, as ``select_related``
+    would have built them."""
+    width = len(AgentRun._meta.concrete_fields)
+    run = _from_row(AgentRun, row[:width])
+    offset = width
+    for name in CLAIM_LOADS:
+        related = AgentRun._meta.get_field(name).related_model
+        size = len(related._meta.concrete_fields)
+        setattr(run, name, _from_row(related, row[offset : offset + size]))
+        offset += size
+    return run
+
+
+def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returning=None):
     """``UPDATE agent_runs SET <fields>`` of one run whose status is in ``allowed`` (and whose
-    lease is ``lease_token``, unless that is ``None``), writing ``rows`` only when it matched."""
+    lease is ``lease_token``, unless that is ``None``), writing ``rows`` only when it matched.
+    Whether it matched; or, with ``returning`` (the columns the update returns, and the
+    statement's final ``SELECT`` over ``changed``), the row that ``SELECT`` reads, or ``None``."""
     assignments, params = [], []
     for name, value in fields.items():
         field = AgentRun._meta.get_field(name)
@@ -355,15 +431,18 @@ def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows) -> bool
     if lease_token is not None:
         guard += " AND lease_token = %s"
         params.append(lease_token)
-    parts = [f"changed AS (UPDATE agent_runs SET {', '.join(assignments)} WHERE {guard} RETURNING id)"]
+    columns, select = returning or ("id", "SELECT count(*) FROM changed")
+    parts = [f"changed AS (UPDATE agent_runs SET {', '.join(assignments)} WHERE {guard} RETURNING {columns})"]
     for n, obj in enumerate(rows):
         sql, values = _select_row_sql(obj, "changed")
         parts.append(f"w{n} AS ({sql})")
         params += values
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM changed", params)
-        (done,) = cursor.fetchone()
-    return done == 1
+        cursor.execute(f"WITH {', '.join(parts)} {select}", params)
+        row = cursor.fetchone()
+    if returning is not None:
+        return row
+    return row[0] == 1
 
 
 def finish_run(

@@ -420,13 +420,9 @@ def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | 
                 run_id=candidate.id, kind="claimed", detail={"worker": worker, "attempt": attempt}
             ),
         )
-        if not claimed:
+        if claimed is None:
             return None
-    return Lease(
-        run=AgentRun.objects.select_related("agent", "thread", "organization").get(pk=candidate.id),
-        token=token,
-        owner=worker,
-    )
+    return Lease(run=claimed, token=token, owner=worker)
 
 
 def mark_completed(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:

@@ -15,6 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from automation import queries
 from automation.models import AgentRun, ProviderEvent, Schedule
 from automation.providers import webhook
 from automation.services import execution, runs, schedules
@@ -52,9 +53,10 @@ def test_a_manual_run_from_create_to_completed(roster):
     # thread + run + event + prompt: one statement; the broker send costs none
     assert create == 1
     # the claim (claim_run with admission): BEGIN; the lock timeout with the lock on the row;
-    # the next fair run; the update with its event; COMMIT; the run reloaded with its agent.
-    # No limit or budget applies here, so admission neither loads the agent nor counts.
-    assert claim <= 6
+    # the next fair run; the update with its event, returning the run with its agent, thread
+    # and organization; COMMIT. No limit or budget applies here, so admission neither loads
+    # the agent nor counts.
+    assert claim <= 5
     # besides the claim: the thread's history; the model call's row with the run's usage
     # totals (one statement, issue 17); completion with its event and messages (one
     # statement). No limit applies to the run's organization or agent, so no claim was held
@@ -62,6 +64,30 @@ def test_a_manual_run_from_create_to_completed(roster):
     assert execute - claim <= 3
     # the goal is 6 outside the agent: this part holds 3 (create, history, completion)
     assert create + execute <= 3 + 1 + claim
+
+
+def test_the_claimed_run_comes_back_as_select_related_would_load_it(roster):
+    """The claim returns the run, its agent, thread and organization from its UPDATE's
+    RETURNING; every field reads as it does through the ORM (JSON, decimals, time zones)."""
+    require_postgres()
+    roster.agent.runtime_config = {"endpoint": "stub", "nested": {"n": [1, 2]}}
+    roster.agent.save()
+    run = runs.run_create(
+        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!reply hi",
+        context_type="ticket", context_key="T-1", metadata={"k": "v"},
+    )  # fmt: skip
+    lease = runs.claim_run(run_id=run.pk, worker="w")
+    stored = AgentRun.objects.select_related(*queries.CLAIM_LOADS).get(pk=run.pk)
+    for claimed, loaded in [(lease.run, stored)] + [
+        (getattr(lease.run, name), getattr(stored, name)) for name in queries.CLAIM_LOADS
+    ]:
+        fields = type(loaded)._meta.concrete_fields
+        assert {f.attname: getattr(claimed, f.attname) for f in fields} == {
+            f.attname: getattr(loaded, f.attname) for f in fields
+        }
+        assert claimed._state.adding is False and claimed._state.db == "default"
+    assert lease.run.status == RunStatus.RUNNING and lease.run.lease_token == lease.token
+    assert lease.run.agent.runtime_config["nested"] == {"n": [1, 2]}
 
 
 def due_schedules(roster, count):
