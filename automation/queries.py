@@ -15,6 +15,7 @@ added to a model needs no change here.
 """
 
 import functools
+import json
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
@@ -334,17 +335,20 @@ def record_model_call(call: ModelCall) -> None:
 CLAIM_LOADS = ("agent", "thread", "organization")
 
 
-def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> AgentRun | None:
+def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> tuple[AgentRun, list[dict]] | None:
     """The claim's guarded ``UPDATE`` (``fields`` holds ``running`` and the new lease) where the
-    run's status is in ``allowed``, with its ``claimed`` event; the run as it now is, with its
-    ``CLAIM_LOADS``. One statement on PostgreSQL (the row comes back from ``RETURNING``);
-    ``None`` (nothing written) when another claim, a cancel or a sweep got there first."""
+    run's status is in ``allowed``, with its ``claimed`` event: the run as it now is, with its
+    ``CLAIM_LOADS``, and the conversation so far (``thread_history``, what its agent is
+    given). One statement on PostgreSQL (the row comes back from ``RETURNING``, the history
+    from a subquery); ``None`` (nothing written) when another claim, a cancel or a sweep got
+    there first."""
     if connection.vendor != "postgresql":
         with transaction.atomic():
             if AgentRun.objects.filter(pk=run_id, status__in=allowed).update(**fields) != 1:
                 return None
             event.save(force_insert=True)
-            return AgentRun.objects.select_related(*CLAIM_LOADS).get(pk=run_id)
+            run = AgentRun.objects.select_related(*CLAIM_LOADS).get(pk=run_id)
+        return run, thread_history(thread_id=run.thread_id, run_id=run.pk)
     joins, columns = _claim_joins()
     row = _guarded_update(
         run_id=run_id,
@@ -352,9 +356,35 @@ def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> AgentRun | N
         lease_token=None,
         fields=fields,
         rows=[event],
-        returning=(", ".join(_columns(AgentRun, "agent_runs")), f"SELECT {columns} FROM changed {joins}"),
+        returning=(
+            ", ".join(_columns(AgentRun, "agent_runs")),
+            f"SELECT {columns}, ({_history_sql()}) FROM changed {joins}",
+        ),
     )
-    return None if row is None else _claimed_from_row(row)
+    if row is None:
+        return None
+    return _claimed_from_row(row[:-1]), json.loads(row[-1])
+
+
+def thread_history(*, thread_id, run_id) -> list[dict]:
+    """The messages of a run's thread that other runs wrote, oldest first, as the agent is
+    given them (``role``, ``content``)."""
+    rows = Message.objects.filter(thread_id=thread_id).exclude(run_id=run_id).order_by("created_at", "id")
+    return [{"role": role, "content": content} for role, content in rows.values_list("role", "content")]
+
+
+@functools.cache
+def _history_sql() -> str:
+    """``thread_history`` of the run in ``changed``, as one JSON text (PostgreSQL)."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    column = {
+        name: quote(Message._meta.get_field(name).column) for name in ("thread", "run", "role", "content")
+    }
+    return (
+        "SELECT COALESCE(json_agg(json_build_object('role', m.{role}, 'content', m.{content})"
+        " ORDER BY m.created_at, m.id), '[]'::json)::text"
+        " FROM {table} m WHERE m.{thread} = changed.thread_id AND m.{run} IS DISTINCT FROM changed.id"
+    ).format(table=quote(Message._meta.db_table), **column)
 
 
 @functools.cache

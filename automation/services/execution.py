@@ -15,7 +15,6 @@ from functools import partial
 
 from django.db import connection
 
-from agentpress.agents.models import Message
 from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
 from agentpress.ops import lifecycle, logs, metrics
 from automation import broker, tools
@@ -27,11 +26,6 @@ from automation.worker import heartbeat
 logger = logging.getLogger(__name__)
 
 NOT_CLAIMED = "not-claimed"
-
-
-def _history(thread_id, run_id) -> list[dict]:
-    rows = Message.objects.filter(thread_id=thread_id).exclude(run_id=run_id).order_by("created_at", "id")
-    return [{"role": m.role, "content": m.content} for m in rows]
 
 
 def execute_run(*, run_id, worker: str) -> str:
@@ -124,7 +118,7 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
             run_id=str(run.pk),
             prompt=run.prompt,
             instructions=run.agent.instructions,
-            history=_history(run.thread_id, run.pk),
+            history=lease.history,
             tools=[_releasing(t) for t in tools.tools_for_run(run=run, lease_token=lease.token)],
             config=run.agent.runtime_config or {},
             cancel=cancel,

@@ -15,7 +15,7 @@ import logging
 import traceback
 import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from celery import current_app, signature
@@ -79,6 +79,7 @@ class Lease:
     run: AgentRun
     token: uuid.UUID
     owner: str
+    history: list = field(default_factory=list)  # the conversation so far (``queries.thread_history``)
 
 
 def lease_ttl() -> timedelta:
@@ -422,7 +423,8 @@ def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | 
         )
         if claimed is None:
             return None
-    return Lease(run=claimed, token=token, owner=worker)
+    run, history = claimed
+    return Lease(run=run, token=token, owner=worker, history=history)
 
 
 def mark_completed(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:

@@ -54,21 +54,22 @@ def test_a_manual_run_from_create_to_completed(roster):
     assert create == 1
     # the claim (claim_run with admission): BEGIN; the lock timeout with the lock on the row;
     # the next fair run; the update with its event, returning the run with its agent, thread
-    # and organization; COMMIT. No limit or budget applies here, so admission neither loads
-    # the agent nor counts.
+    # and organization and the thread's history; COMMIT. No limit or budget applies here, so
+    # admission neither loads the agent nor counts.
     assert claim <= 5
-    # besides the claim: the thread's history; the model call's row with the run's usage
-    # totals (one statement, issue 17); completion with its event and messages (one
-    # statement). No limit applies to the run's organization or agent, so no claim was held
-    # back by one and the ended run asks nothing about waiting work (issue 15).
-    assert execute - claim <= 3
-    # the goal is 6 outside the agent: this part holds 3 (create, history, completion)
-    assert create + execute <= 3 + 1 + claim
+    # besides the claim: the model call's row with the run's usage totals (one statement,
+    # issue 17); completion with its event and messages (one statement). No limit applies to
+    # the run's organization or agent, so no claim was held back by one and the ended run
+    # asks nothing about waiting work (issue 15).
+    assert execute - claim <= 2
+    # the goal is 6 outside the agent: this part holds 2 (create, completion)
+    assert create + execute <= 2 + 1 + claim
 
 
 def test_the_claimed_run_comes_back_as_select_related_would_load_it(roster):
     """The claim returns the run, its agent, thread and organization from its UPDATE's
-    RETURNING; every field reads as it does through the ORM (JSON, decimals, time zones)."""
+    RETURNING, and its thread's history; every field reads as it does through the ORM (JSON,
+    decimals, time zones)."""
     require_postgres()
     roster.agent.runtime_config = {"endpoint": "stub", "nested": {"n": [1, 2]}}
     roster.agent.save()
@@ -76,8 +77,17 @@ def test_the_claimed_run_comes_back_as_select_related_would_load_it(roster):
         agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!reply hi",
         context_type="ticket", context_key="T-1", metadata={"k": "v"},
     )  # fmt: skip
+    assert execution.execute_run(run_id=run.pk, worker="w") == "completed"
+    run = runs.run_create(
+        agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt="!reply again",
+        thread=AgentRun.objects.get(pk=run.pk).thread, context_type="ticket", context_key="T-1",
+    )  # fmt: skip
     lease = runs.claim_run(run_id=run.pk, worker="w")
     stored = AgentRun.objects.select_related(*queries.CLAIM_LOADS).get(pk=run.pk)
+    # the conversation so far: the first run's prompt and reply, not this run's own prompt
+    history = queries.thread_history(thread_id=run.thread_id, run_id=run.pk)
+    assert lease.history == history
+    assert [m["content"] for m in history] == ["!reply hi", "hi"]
     for claimed, loaded in [(lease.run, stored)] + [
         (getattr(lease.run, name), getattr(stored, name)) for name in queries.CLAIM_LOADS
     ]:
