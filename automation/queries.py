@@ -349,17 +349,13 @@ def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> tuple[AgentR
             event.save(force_insert=True)
             run = AgentRun.objects.select_related(*CLAIM_LOADS).get(pk=run_id)
         return run, thread_history(thread_id=run.thread_id, run_id=run.pk)
-    joins, columns = _claim_joins()
     row = _guarded_update(
         run_id=run_id,
         allowed=allowed,
         lease_token=None,
         fields=fields,
         rows=[event],
-        returning=(
-            ", ".join(_columns(AgentRun, "agent_runs")),
-            f"SELECT {columns}, ({_history_sql()}) FROM changed {joins}",
-        ),
+        returning=_claim_returning(),
     )
     if row is None:
         return None
@@ -388,8 +384,10 @@ def _history_sql() -> str:
 
 
 @functools.cache
-def _claim_joins() -> tuple[str, str]:
-    """The joins from the updated row (``changed``) to its ``CLAIM_LOADS``, and the columns."""
+def _claim_returning() -> tuple[str, str]:
+    """What the claim's ``UPDATE`` returns (every column of the run), and its final
+    ``SELECT``: the updated row (``changed``) joined to its ``CLAIM_LOADS``, then the
+    thread's history. Worked out once per process."""
     quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
     joins, columns = [], ["changed.*"]
     for n, name in enumerate(CLAIM_LOADS):
@@ -401,7 +399,8 @@ def _claim_joins() -> tuple[str, str]:
             f"ON {alias}.{quote(field.target_field.column)} = changed.{quote(field.column)}"
         )
         columns += _columns(related, alias)
-    return " ".join(joins), ", ".join(columns)
+    select = f"SELECT {', '.join(columns)}, ({_history_sql()}) FROM changed {' '.join(joins)}"
+    return ", ".join(_columns(AgentRun, "agent_runs")), select
 
 
 def _columns(model: type[models.Model], alias: str) -> list[str]:

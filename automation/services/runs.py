@@ -15,7 +15,7 @@ import logging
 import traceback
 import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from celery import current_app, signature
@@ -79,7 +79,7 @@ class Lease:
     run: AgentRun
     token: uuid.UUID
     owner: str
-    history: list = field(default_factory=list)  # the conversation so far (``queries.thread_history``)
+    history: list  # the conversation so far (``queries.thread_history``), read with the claim
 
 
 def lease_ttl() -> timedelta:
