@@ -138,6 +138,20 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_idle(pids: list[int], *, window: float = 1.0, busy: float = 0.05, timeout: float = 60) -> None:
+    """Until the processes together used at most ``busy`` of a core over ``window`` seconds:
+    their start (imports, connections, the first tick) is over."""
+    deadline = time.monotonic() + timeout
+    before = sum(cpu_seconds(p) for p in pids)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - before <= busy * window:
+            return
+        before = now
+    raise AssertionError(f"processes {pids} still busy after {timeout:g} s")
+
+
 class Sampler(threading.Thread):
     """Peak runs running, worker connections and worker RSS, sampled every 0.25 s."""
 
@@ -229,7 +243,9 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
             timeout=90,
             message=f"{name} ready",
         )
-        time.sleep(1)  # the consumer loop starts after the pool
+        # the consumer loop starts after the pool; beat and the maintenance worker boot
+        # meanwhile: measure once all three are idle, not while they import and connect
+        wait_until_idle([proc.pid, beat.pid, maintenance.pid])
         sampler.start()
         begin = time.perf_counter()
         ids = _create(agent, owner, n)
