@@ -248,32 +248,26 @@ def _postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _lock_preferred(run_id) -> None:
-    """Wait for a lock someone else holds on the message's own run.
-
-    Other holders of a pending row are short transactions (another claim, a cancel, a
-    debounce, a sweep): waiting for them instead of skipping the row means a run whose
-    message arrives is claimed then, not left for the redispatch sweep. Taking the lock
-    first also keeps the row in this claim's reach: ``SKIP LOCKED`` never skips our own lock.
-    The claim's locks wait at most ``CLAIM_LOCK_TIMEOUT_MS``: past it the claim fails and the
-    sweep sends the run again.
-    """
-    if not _postgres():
-        return
-    with connection.cursor() as cursor:  # one round trip: Django's client-side binding cursor sends both
-        cursor.execute(
-            f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}; "
-            "SELECT 1 FROM agent_runs WHERE id = %s AND status = 'pending' FOR NO KEY UPDATE",
-            [run_id],
-        )
+# Wait for a lock someone else holds on the message's own run, before the fair-order read.
+#
+# Other holders of a pending row are short transactions (another claim, a cancel, a
+# debounce, a sweep): waiting for them instead of skipping the row means a run whose message
+# arrives is claimed then, not left for the redispatch sweep. Taking the lock first also
+# keeps the row in this claim's reach: ``SKIP LOCKED`` never skips our own lock. The claim's
+# locks wait at most ``CLAIM_LOCK_TIMEOUT_MS``: past it the claim fails and the sweep sends
+# the run again. It goes in the same round trip as the fair-order read (``lock_candidate``):
+# separate statements of one transaction, so the read's snapshot is taken after the wait and
+# sees what the lock's holder committed.
+LOCK_PREFERRED_PG = (
+    f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}; "
+    "SELECT 1 FROM agent_runs WHERE id = %(preferred)s AND status = 'pending' FOR NO KEY UPDATE; "
+)
 
 
 def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidate | None:
     """Lock and return the run this claim should take, inside the caller's transaction."""
     pk = AgentRun._meta.pk
     preferred = pk.get_db_prep_value(as_run_id(preferred), connection) if preferred else None
-    if preferred is not None:
-        _lock_preferred(preferred)
     lock = "FOR NO KEY UPDATE OF r SKIP LOCKED" if _postgres() else ""
     params = {
         "now": connection.ops.adapt_datetimefield_value(now),
@@ -307,8 +301,12 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
             loads=LOADS,
         )
         args = params | excluded_params
-    with connection.cursor() as cursor:
-        cursor.execute(sql, args)
+    locked_first = preferred is not None and _postgres()
+    with connection.cursor() as cursor:  # Django's client-side binding cursor sends them all at once
+        cursor.execute(LOCK_PREFERRED_PG + sql if locked_first else sql, args)
+        if locked_first:
+            cursor.nextset()  # past SET
+            cursor.nextset()  # past the lock's row
         row = cursor.fetchone()
     if row is None:
         return None

@@ -52,11 +52,11 @@ def test_a_manual_run_from_create_to_completed(roster):
     assert AgentRun.objects.get(pk=run.pk).status == RunStatus.COMPLETED
     # thread + run + event + prompt: one statement; the broker send costs none
     assert create == 1
-    # the claim (claim_run with admission): BEGIN; the lock timeout with the lock on the row;
-    # the next fair run; the update with its event, returning the run with its agent, thread
-    # and organization and the thread's history; COMMIT. No limit or budget applies here, so
-    # admission neither loads the agent nor counts.
-    assert claim <= 5
+    # the claim (claim_run with admission): BEGIN; the lock timeout, the lock on the row and
+    # the next fair run (three statements in one round trip); the update with its event,
+    # returning the run with its agent, thread and organization and the thread's history;
+    # COMMIT. No limit or budget applies here, so admission neither loads the agent nor counts.
+    assert claim <= 4
     # besides the claim: the model call's row with the run's usage totals (one statement,
     # issue 17); completion with its event and messages (one statement). No limit applies to
     # the run's organization or agent, so no claim was held back by one and the ended run
