@@ -477,9 +477,10 @@ def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returni
 def finish_run(
     *, run: AgentRun, lease_token, allowed, fields: dict, event: RunEvent, messages: Iterable[Message] = ()
 ) -> bool:
-    """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status) where its status
-    is in ``allowed`` and ``lease_token`` still holds the lease, with the run's closing event
-    and the agent's messages. One statement on PostgreSQL. ``False`` (nothing written) when
+    """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status, and the run's
+    usage totals when ``messages`` holds model-call rows) where its status is in ``allowed``
+    and ``lease_token`` still holds the lease, with the run's closing event and the rows in
+    ``messages`` (the agent's messages, model-call rows). One statement on PostgreSQL. ``False`` (nothing written) when
     the guard matched no row: the run was cancelled or recovered meanwhile."""
     if connection.vendor != "postgresql":
         return _finish_run_sqlite(
@@ -496,5 +497,7 @@ def _finish_run_sqlite(*, run, lease_token, fields, allowed, event, messages) ->
         if AgentRun.objects.filter(guard).update(**fields) != 1:
             return False
         event.save(force_insert=True)
-        Message.objects.bulk_create(list(messages))
+        rows = list(messages)
+        for model in {type(row) for row in rows}:
+            model.objects.bulk_create([row for row in rows if type(row) is model])
     return True

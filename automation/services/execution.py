@@ -82,11 +82,13 @@ def _claim_and_execute(run_id, worker: str) -> str:
     return outcome
 
 
-def _releasing(tool: Tool) -> Tool:
-    """The tool, giving the thread's connection back once its database work is done."""
+def _releasing(tool: Tool, recorder: usage.UsageRecorder) -> Tool:
+    """The tool, after the model calls so far are stored (a tool acts on their answer), giving
+    the thread's connection back once its database work is done."""
 
     def call(arguments: dict) -> dict:
         try:
+            recorder.flush()
             return tool.call(arguments)
         finally:
             release_connection()
@@ -95,7 +97,8 @@ def _releasing(tool: Tool) -> Tool:
 
 
 def _releasing_call(record):
-    """``record`` (a model call's usage row), giving the connection back afterwards."""
+    """``record`` (a model call's usage), giving back the connection a write took (the token
+    ceiling's rows and event)."""
 
     def call(model_call) -> None:
         try:
@@ -113,28 +116,37 @@ def release_connection() -> None:
 
 
 def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
+    recorder = usage.UsageRecorder(run)
     try:
         invocation = Invocation(
             run_id=str(run.pk),
             prompt=run.prompt,
             instructions=run.agent.instructions,
             history=lease.history,
-            tools=[_releasing(t) for t in tools.tools_for_run(run=run, lease_token=lease.token)],
+            tools=[_releasing(t, recorder) for t in tools.tools_for_run(run=run, lease_token=lease.token)],
             config=run.agent.runtime_config or {},
             cancel=cancel,
-            report_model_call=_releasing_call(usage.UsageRecorder(run).record),
+            report_model_call=_releasing_call(recorder.record),
         )
         release_connection()  # the agent now waits on its model or its tools
         result = get_runtime(run.agent.runtime).invoke(invocation)
     except RunCancelled:
+        recorder.flush()
         record_event(run.pk, "agent_stopped", worker=worker, reason="the run was cancelled or lost its lease")
         return "stopped"
     except RuntimeFailure as exc:
-        fail_run(run=run, lease_token=lease.token, error=str(exc), worker=worker)
+        _ended(
+            recorder,
+            fail_run(run=run, lease_token=lease.token, error=str(exc), worker=worker, usage=recorder.take()),
+        )
         return "failed"
     except Exception as exc:
         logger.exception("Run %s raised", run.pk)
-        fail_run(run=run, lease_token=lease.token, error=format_error(exc), worker=worker)
+        error = format_error(exc)
+        _ended(
+            recorder,
+            fail_run(run=run, lease_token=lease.token, error=error, worker=worker, usage=recorder.take()),
+        )
         return "failed"
     ok = complete_run(
         run=run,
@@ -142,5 +154,16 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
         messages=result.messages,
         tool_calls=result.tool_calls,
         worker=worker,
+        usage=recorder.take(),
     )
+    _ended(recorder, ok)
     return "completed" if ok else "discarded"
+
+
+def _ended(recorder: usage.UsageRecorder, written: bool) -> None:
+    """The run's ending statement wrote its pending model-call rows, or (the lease was gone,
+    nothing written) they are stored on their own: the tokens were spent either way."""
+    if written:
+        recorder.settled()
+    else:
+        recorder.flush()

@@ -427,10 +427,14 @@ def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | 
     return Lease(run=run, token=token, owner=worker, history=history)
 
 
-def mark_completed(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> AgentRun | None:
+def mark_completed(
+    *, run: AgentRun, lease_token, messages, tool_calls, worker: str, usage=None
+) -> AgentRun | None:
     """``running → completed`` and the agent's messages, only while the lease is ours
-    (``queries.finish_run``). ``run`` is the row the worker claimed; it is returned ended,
-    or ``None`` when the result came too late (recorded as such)."""
+    (``queries.finish_run``), with ``usage`` (``usage.Usage``: model-call rows not stored
+    yet and the run's totals with them). ``run`` is the row the worker claimed; it is
+    returned ended, or ``None`` when the result came too late (recorded as such; nothing of
+    ``usage`` is written then)."""
     return _finish(
         run,
         lease_token,
@@ -441,12 +445,14 @@ def mark_completed(*, run: AgentRun, lease_token, messages, tool_calls, worker: 
             Message(thread_id=run.thread_id, run=run, role=m.role, content=m.content, metadata=m.metadata)
             for m in messages
         ],
+        usage,
     )
 
 
-def mark_failed(*, run: AgentRun, lease_token, error: str, worker: str) -> AgentRun | None:
-    """``running → failed`` with ``last_error``, only while the lease is ours. ``run`` is the
-    row the worker claimed; it is returned ended, or ``None`` when the result came too late."""
+def mark_failed(*, run: AgentRun, lease_token, error: str, worker: str, usage=None) -> AgentRun | None:
+    """``running → failed`` with ``last_error``, only while the lease is ours, with ``usage``
+    as for ``mark_completed``. ``run`` is the row the worker claimed; it is returned ended,
+    or ``None`` when the result came too late."""
     return _finish(
         run,
         lease_token,
@@ -454,12 +460,18 @@ def mark_failed(*, run: AgentRun, lease_token, error: str, worker: str) -> Agent
         {"status": RunStatus.FAILED, "completed_at": timezone.now(), "last_error": error},
         {"worker": worker, "error": error.splitlines()[0][:300] if error else ""},
         [],
+        usage,
     )
 
 
-def _finish(run: AgentRun, lease_token, worker: str, fields: dict, detail: dict, messages) -> AgentRun | None:
+def _finish(
+    run: AgentRun, lease_token, worker: str, fields: dict, detail: dict, messages, usage
+) -> AgentRun | None:
     event = RunEvent(run=run, kind=fields["status"], detail=detail)
     allowed = RUN_TRANSITIONS[fields["status"]]
+    if usage is not None:
+        fields = fields | usage.totals
+        messages = [*messages, *usage.rows]
     if not queries.finish_run(
         run=run, lease_token=lease_token, allowed=allowed, fields=fields, event=event, messages=messages
     ):

@@ -43,13 +43,19 @@ def _ending(run: AgentRun):
     return transaction.atomic() if hangs_on(run) else nullcontext()
 
 
-def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: str) -> bool:
-    """``running → completed`` with the agent's messages while the lease is ours, then
-    settled in the same transaction. ``run`` is the row the worker claimed. ``False`` when
-    the result came too late and was discarded."""
+def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: str, usage=None) -> bool:
+    """``running → completed`` with the agent's messages (and ``usage``: model-call rows not
+    stored yet, ``runs.mark_completed``) while the lease is ours, then settled in the same
+    transaction. ``run`` is the row the worker claimed. ``False`` when the result came too
+    late and was discarded."""
     with _ending(run):
         ended = runs.mark_completed(
-            run=run, lease_token=lease_token, messages=messages, tool_calls=tool_calls, worker=worker
+            run=run,
+            lease_token=lease_token,
+            messages=messages,
+            tool_calls=tool_calls,
+            worker=worker,
+            usage=usage,
         )
         if ended is None:
             return False
@@ -57,12 +63,12 @@ def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: st
     return True
 
 
-def fail_run(*, run: AgentRun, lease_token, error: str, worker: str) -> bool:
-    """``running → failed`` with ``last_error`` while the lease is ours, then settled in the
-    same transaction. ``run`` is the row the worker claimed. ``False`` when the result came
-    too late and was discarded."""
+def fail_run(*, run: AgentRun, lease_token, error: str, worker: str, usage=None) -> bool:
+    """``running → failed`` with ``last_error`` (and ``usage`` as for ``complete_run``) while
+    the lease is ours, then settled in the same transaction. ``run`` is the row the worker
+    claimed. ``False`` when the result came too late and was discarded."""
     with _ending(run):
-        ended = runs.mark_failed(run=run, lease_token=lease_token, error=error, worker=worker)
+        ended = runs.mark_failed(run=run, lease_token=lease_token, error=error, worker=worker, usage=usage)
         if ended is None:
             return False
         run_ended(ended)

@@ -277,3 +277,61 @@ def test_a_refused_connection_is_retried_then_fails_naming_the_endpoint(roster, 
     assert run.status == RunStatus.FAILED
     assert run.last_error == "Could not connect to the model endpoint 'down' (after 2 attempts)."
     assert list(ModelCall.objects.filter(run=run).values_list("outcome", flat=True)) == ["retried", "error"]
+
+
+def test_the_calls_so_far_are_stored_before_a_tool_acts_and_the_last_with_the_runs_end(
+    roster, endpoint, stub, monkeypatch
+):
+    """A call's rows go with the run's next step: before a tool acts on its answer, or in the
+    statement that ends the run."""
+    from dataclasses import replace
+
+    from automation.services import execution
+
+    seen_by_tool = []
+    real = execution.tools.tools_for_run
+
+    def watched(*, run, **kwargs):
+        def watching(tool):
+            def call(arguments):
+                seen_by_tool.append(ModelCall.objects.filter(run_id=run.pk).count())
+                return tool.call(arguments)
+
+            return replace(tool, call=call)
+
+        return [watching(tool) for tool in real(run=run, **kwargs)]
+
+    monkeypatch.setattr(execution.tools, "tools_for_run", watched)
+    agent = openai_agent(roster, endpoint)
+    agent.self_reschedule_enabled = True
+    agent.save()
+    stub.replies = [
+        Reply(body=completion(None, tool_calls=[tool_call("schedule_follow_up", {"delay_seconds": 7200, "continuation_prompt": "check"})],
+                              prompt_tokens=1000, completion_tokens=50)),
+        Reply(body=completion("All done.", prompt_tokens=1200, completion_tokens=30)),
+    ]  # fmt: skip
+    run = run_agent(roster, agent)
+    assert run.status == RunStatus.COMPLETED
+    assert seen_by_tool == [1]
+    assert ModelCall.objects.filter(run=run).count() == 2
+    assert (run.input_tokens, run.output_tokens) == (2200, 80)
+
+
+def test_a_run_whose_end_came_too_late_still_keeps_the_rows_of_its_calls(roster, endpoint, stub, monkeypatch):
+    """The lease was gone when the answer came back (cancelled, recovered): the result is
+    discarded, the tokens were spent all the same."""
+    from automation.services import execution
+
+    real = execution.complete_run
+
+    def cancelled_meanwhile(*, run, **kwargs):
+        type(run).objects.filter(pk=run.pk).update(lease_token=None)  # another owner now
+        return real(run=run, **kwargs)
+
+    monkeypatch.setattr(execution, "complete_run", cancelled_meanwhile)
+    stub.replies = [Reply(body=completion("Too late.", prompt_tokens=300, completion_tokens=20))]
+    run = run_agent(roster, openai_agent(roster, endpoint))
+    assert run.status == RunStatus.RUNNING  # the late result did not end it
+    assert run.events.filter(kind="late_result_discarded").exists()
+    assert list(ModelCall.objects.filter(run=run).values_list("input_tokens", "output_tokens")) == [(300, 20)]
+    assert (run.input_tokens, run.output_tokens) == (300, 20)

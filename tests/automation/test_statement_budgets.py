@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from automation import queries
-from automation.models import AgentRun, ProviderEvent, Schedule
+from automation.models import AgentRun, ModelCall, ProviderEvent, Schedule
 from automation.providers import webhook
 from automation.services import execution, runs, schedules
 from automation.states import ProviderEventStatus, RunSource, RunStatus
@@ -57,13 +57,16 @@ def test_a_manual_run_from_create_to_completed(roster):
     # returning the run with its agent, thread and organization and the thread's history;
     # COMMIT. No limit or budget applies here, so admission neither loads the agent nor counts.
     assert claim <= 4
-    # besides the claim: the model call's row with the run's usage totals (one statement,
-    # issue 17); completion with its event and messages (one statement). No limit applies to
-    # the run's organization or agent, so no claim was held back by one and the ended run
-    # asks nothing about waiting work (issue 15).
-    assert execute - claim <= 2
-    # the goal is 6 outside the agent: this part holds 2 (create, completion)
-    assert create + execute <= 2 + 1 + claim
+    # besides the claim: completion with its event, messages, the model call's row and the
+    # run's usage totals (one statement; the row goes with the run's end, issue 17). No limit
+    # applies to the run's organization or agent, so no claim was held back by one and the
+    # ended run asks nothing about waiting work (issue 15).
+    assert execute - claim <= 1
+    # the goal is 6 outside the agent (issue 16): create, the claim's 4, completion
+    assert create + execute <= 2 + claim <= 6
+    assert ModelCall.objects.filter(run_id=run.pk).count() == 1  # the scripted runtime's usage
+    stored = AgentRun.objects.get(pk=run.pk)
+    assert stored.input_tokens > 0 and stored.output_tokens > 0
 
 
 def test_the_claimed_run_comes_back_as_select_related_would_load_it(roster):
