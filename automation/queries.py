@@ -480,8 +480,9 @@ def finish_run(
     """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status, and the run's
     usage totals when ``messages`` holds model-call rows) where its status is in ``allowed``
     and ``lease_token`` still holds the lease, with the run's closing event and the rows in
-    ``messages`` (the agent's messages, model-call rows). One statement on PostgreSQL. ``False`` (nothing written) when
-    the guard matched no row: the run was cancelled or recovered meanwhile."""
+    ``messages`` (the agent's messages, model-call rows). One statement on PostgreSQL.
+    ``False`` (nothing written) when the guard matched no row: the run was cancelled or
+    recovered meanwhile."""
     if connection.vendor != "postgresql":
         return _finish_run_sqlite(
             run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages

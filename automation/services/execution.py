@@ -135,17 +135,15 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
         record_event(run.pk, "agent_stopped", worker=worker, reason="the run was cancelled or lost its lease")
         return "stopped"
     except RuntimeFailure as exc:
-        _ended(
-            recorder,
-            fail_run(run=run, lease_token=lease.token, error=str(exc), worker=worker, usage=recorder.take()),
+        recorder.ended(
+            fail_run(run=run, lease_token=lease.token, error=str(exc), worker=worker, usage=recorder.take())
         )
         return "failed"
     except Exception as exc:
         logger.exception("Run %s raised", run.pk)
         error = format_error(exc)
-        _ended(
-            recorder,
-            fail_run(run=run, lease_token=lease.token, error=error, worker=worker, usage=recorder.take()),
+        recorder.ended(
+            fail_run(run=run, lease_token=lease.token, error=error, worker=worker, usage=recorder.take())
         )
         return "failed"
     ok = complete_run(
@@ -156,14 +154,5 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
         worker=worker,
         usage=recorder.take(),
     )
-    _ended(recorder, ok)
+    recorder.ended(ok)
     return "completed" if ok else "discarded"
-
-
-def _ended(recorder: usage.UsageRecorder, written: bool) -> None:
-    """The run's ending statement wrote its pending model-call rows, or (the lease was gone,
-    nothing written) they are stored on their own: the tokens were spent either way."""
-    if written:
-        recorder.settled()
-    else:
-        recorder.flush()

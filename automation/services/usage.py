@@ -16,7 +16,6 @@ on that answer (a tool call, the next round). The sweep
 """
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from agentpress.agents.runtime import ModelCallRecord, RuntimeFailure
 from agentpress.ops import metrics
@@ -50,7 +49,6 @@ class UsageRecorder:
     def __init__(self, run: AgentRun):
         self.run = run
         self.ceiling = run.agent.max_tokens_per_run
-        self.used = run.input_tokens + run.output_tokens
         self.totals = {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "cost": run.cost}
         self.pending: list[ModelCall] = []
 
@@ -74,15 +72,13 @@ class UsageRecorder:
         self.pending.append(row)
         self.totals["input_tokens"] += row.input_tokens
         self.totals["output_tokens"] += row.output_tokens
-        self.totals["cost"] = Decimal(self.totals["cost"]) + Decimal(row.cost)
+        self.totals["cost"] += row.cost
         metrics.record_model_call(org=self.run.organization.slug, agent=self.run.agent_id, call=call)
-        self.used += call.input_tokens + call.output_tokens
-        if self.ceiling is not None and self.used > self.ceiling:
+        used = self.totals["input_tokens"] + self.totals["output_tokens"]
+        if self.ceiling is not None and used > self.ceiling:
             self.flush()
-            record_event(
-                self.run.pk, "token_ceiling_reached", used=self.used, max_tokens_per_run=self.ceiling
-            )
-            raise TokenCeilingReached(budgets.token_ceiling_error(self.used, self.ceiling))
+            record_event(self.run.pk, "token_ceiling_reached", used=used, max_tokens_per_run=self.ceiling)
+            raise TokenCeilingReached(budgets.token_ceiling_error(used, self.ceiling))
 
     def flush(self) -> None:
         """Store the pending rows now, each adding to the run's totals (before a tool acts,
@@ -92,9 +88,14 @@ class UsageRecorder:
             queries.record_model_call(row)
 
     def take(self) -> Usage:
-        """The pending rows and the totals with them, for the run's ending statement; after it,
-        ``settled`` (written) or ``flush`` (not: the lease was gone)."""
+        """The pending rows and the totals with them, for the run's ending statement; then
+        ``ended`` with whether that statement was written."""
         return Usage(rows=list(self.pending), totals=dict(self.totals))
 
-    def settled(self) -> None:
-        self.pending = []
+    def ended(self, written: bool) -> None:
+        """The run's ending statement wrote the pending rows, or (the lease was gone, nothing
+        written) they are stored on their own: the tokens were spent either way."""
+        if written:
+            self.pending = []
+        else:
+            self.flush()

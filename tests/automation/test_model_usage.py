@@ -2,6 +2,7 @@
 against a local OpenAI-compatible HTTP server."""
 
 import socket
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from agentpress.agents.runtime import ModelCallRecord
 from agentpress.agents.runtime.openai_runtime import ModelClient
 from agentpress.ops import metrics
 from automation.models import FollowUp, ModelCall
-from automation.services import limits, runs
+from automation.services import execution, limits, runs
 from automation.services.execution import execute_run
 from automation.states import RunSource, RunStatus
 from tests.factories import AgentFactory
@@ -284,10 +285,6 @@ def test_the_calls_so_far_are_stored_before_a_tool_acts_and_the_last_with_the_ru
 ):
     """A call's rows go with the run's next step: before a tool acts on its answer, or in the
     statement that ends the run."""
-    from dataclasses import replace
-
-    from automation.services import execution
-
     seen_by_tool = []
     real = execution.tools.tools_for_run
 
@@ -320,8 +317,6 @@ def test_the_calls_so_far_are_stored_before_a_tool_acts_and_the_last_with_the_ru
 def test_a_run_whose_end_came_too_late_still_keeps_the_rows_of_its_calls(roster, endpoint, stub, monkeypatch):
     """The lease was gone when the answer came back (cancelled, recovered): the result is
     discarded, the tokens were spent all the same."""
-    from automation.services import execution
-
     real = execution.complete_run
 
     def cancelled_meanwhile(*, run, **kwargs):
