@@ -119,6 +119,10 @@ class AgentRun(models.Model):
                 condition=Q(status=RunStatus.PENDING),
                 name="agent_runs_pending_per_agent",
             ),
+            # the claim counts an agent's runs in flight when a count decides (admission.NEXT_FAIR_RUN_PG)
+            models.Index(
+                fields=["agent"], condition=Q(status=RunStatus.RUNNING), name="agent_runs_running_per_agent"
+            ),
             models.Index(
                 fields=["organization", "agent", "context_type", "context_key", "-created_at"],
                 name="agent_runs_context",

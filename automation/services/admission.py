@@ -109,7 +109,8 @@ class Hold:
 
 # The claim's statements -------------------------------------------------------------------
 
-# How many runs each organization and each agent has in flight (the fair order's key).
+# How many runs each organization and each agent has in flight (the fair order's key, in
+# SQLite's form).
 LOADS = """WITH org_load AS (
     SELECT organization_id, COUNT(*) AS n FROM agent_runs WHERE status = 'running'
     GROUP BY organization_id
@@ -146,32 +147,51 @@ LIMIT 1
 
 # The same order on PostgreSQL, without sorting every pending run on every claim: the fair
 # order only ever picks an agent's oldest pending runs (or the message's own run), so each
-# eligible agent offers its ``HEADS_PER_AGENT`` oldest, read from the partial index
+# agent offers its ``HEADS_PER_AGENT`` oldest, read from the partial index
 # ``agent_runs_pending_per_agent``, and only those are sorted and locked. Concurrent claimers
 # step over each other's locked rows (``SKIP LOCKED``); the message's own run is always among
 # the candidates, so a wake-up for a run never misses it because others hold the heads.
+#
+# Runs in flight are counted only where a count decides something, and only for the
+# agents that offer a run (``agent_runs_org_status_count``, ``agent_runs_running_per_agent``):
+# an organization's when it has a concurrency limit or another organization offers a run
+# too, an agent's when it has a limit or another agent offers one. A burst of one agent's
+# runs is then claimed without counting the thousand it already has in flight.
 NEXT_FAIR_RUN_PG = """
-{loads}, eligible AS (
-    SELECT a.id AS agent_id, COALESCE(ol.n, 0) AS org_n, COALESCE(al.n, 0) AS agent_n, {guarded} AS guarded
+WITH base AS (
+    SELECT a.id AS agent_id, a.organization_id AS org_id,
+           COALESCE(o.max_concurrent_runs, %(org_default)s) AS org_cap,
+           COALESCE(a.max_concurrent_runs, %(agent_default)s) AS agent_cap,
+           {guarded} AS guarded
     FROM {agents} a
     JOIN {orgs} o ON o.id = a.organization_id
-    LEFT JOIN org_load ol ON ol.organization_id = a.organization_id
-    LEFT JOIN agent_load al ON al.agent_id = a.id
-    WHERE (COALESCE(o.max_concurrent_runs, %(org_default)s) = 0
-           OR COALESCE(ol.n, 0) < COALESCE(o.max_concurrent_runs, %(org_default)s))
-      AND (COALESCE(a.max_concurrent_runs, %(agent_default)s) = 0
-           OR COALESCE(al.n, 0) < COALESCE(a.max_concurrent_runs, %(agent_default)s))
-      {exclude}
+    WHERE TRUE {exclude}
 ), heads AS (
-    SELECT h.id FROM eligible e
+    SELECT b.agent_id, h.id FROM base b
     CROSS JOIN LATERAL (
         SELECT p.id FROM agent_runs p
-        WHERE p.agent_id = e.agent_id AND p.status = 'pending'
+        WHERE p.agent_id = b.agent_id AND p.status = 'pending'
           AND (p.not_before IS NULL OR p.not_before <= %(now)s)
           AND p.waiting_reason NOT LIKE %(budget_held)s
         ORDER BY p.created_at, p.id
         LIMIT %(heads)s
     ) h
+), offering AS (
+    SELECT * FROM base WHERE agent_id IN (SELECT agent_id FROM heads)
+), spread AS (
+    SELECT COUNT(DISTINCT org_id) > 1 AS orgs, COUNT(*) > 1 AS agents FROM offering
+), eligible AS (
+    SELECT c.agent_id, c.guarded, n.org_n, n.agent_n
+    FROM offering c CROSS JOIN spread s
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN s.orgs OR c.org_cap > 0 THEN (
+                   SELECT COUNT(*) FROM agent_runs x WHERE x.organization_id = c.org_id AND x.status = 'running'
+               ) ELSE 0 END AS org_n,
+               CASE WHEN s.agents OR c.agent_cap > 0 THEN (
+                   SELECT COUNT(*) FROM agent_runs x WHERE x.agent_id = c.agent_id AND x.status = 'running'
+               ) ELSE 0 END AS agent_n
+    ) n
+    WHERE (c.org_cap = 0 OR n.org_n < c.org_cap) AND (c.agent_cap = 0 OR n.agent_n < c.agent_cap)
 )
 SELECT r.id, r.attempt, r.organization_id, r.agent_id, e.guarded
 FROM agent_runs r JOIN eligible e ON e.agent_id = r.agent_id
@@ -264,10 +284,9 @@ LOCK_PREFERRED_PG = (
 )
 
 
-def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidate | None:
-    """Lock and return the run this claim should take, inside the caller's transaction."""
-    pk = AgentRun._meta.pk
-    preferred = pk.get_db_prep_value(as_run_id(preferred), connection) if preferred else None
+def candidate_query(*, preferred, now: datetime, exclude: Exclusions) -> tuple[str, dict] | None:
+    """The statement that reads (and on PostgreSQL locks) the claim's candidate, with its
+    parameters; ``None`` when nothing can be a candidate (admission off and no message's run)."""
     lock = "FOR NO KEY UPDATE OF r SKIP LOCKED" if _postgres() else ""
     params = {
         "now": connection.ops.adapt_datetimefield_value(now),
@@ -279,28 +298,33 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
     if not enabled():
         if preferred is None:
             return None
-        sql, args = THE_RUN.format(lock=lock), params
-    elif _postgres():
+        return THE_RUN.format(lock=lock), params
+    if _postgres():
         excluded, excluded_params = exclude.sql(organization="a.organization_id", agent="a.id")
         sql = NEXT_FAIR_RUN_PG.format(
-            orgs=Organization._meta.db_table,
-            agents=Agent._meta.db_table,
-            exclude=excluded,
-            guarded=GUARDED,
-            loads=LOADS,
+            orgs=Organization._meta.db_table, agents=Agent._meta.db_table, exclude=excluded, guarded=GUARDED
         )
-        args = params | excluded_params | {"heads": HEADS_PER_AGENT}
-    else:
-        excluded, excluded_params = exclude.sql()
-        sql = NEXT_FAIR_RUN.format(
-            orgs=Organization._meta.db_table,
-            agents=Agent._meta.db_table,
-            exclude=excluded,
-            lock=lock,
-            guarded=GUARDED,
-            loads=LOADS,
-        )
-        args = params | excluded_params
+        return sql, params | excluded_params | {"heads": HEADS_PER_AGENT}
+    excluded, excluded_params = exclude.sql()
+    sql = NEXT_FAIR_RUN.format(
+        orgs=Organization._meta.db_table,
+        agents=Agent._meta.db_table,
+        exclude=excluded,
+        lock=lock,
+        guarded=GUARDED,
+        loads=LOADS,
+    )
+    return sql, params | excluded_params
+
+
+def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidate | None:
+    """Lock and return the run this claim should take, inside the caller's transaction."""
+    pk = AgentRun._meta.pk
+    preferred = pk.get_db_prep_value(as_run_id(preferred), connection) if preferred else None
+    query = candidate_query(preferred=preferred, now=now, exclude=exclude)
+    if query is None:
+        return None
+    sql, args = query
     locked_first = preferred is not None and _postgres()
     with connection.cursor() as cursor:  # Django's client-side binding cursor sends them all at once
         cursor.execute(LOCK_PREFERRED_PG + sql if locked_first else sql, args)
@@ -423,6 +447,17 @@ def slot_frees_held_work(run: AgentRun) -> bool:
         waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.AGENT_LIMIT]
     )
     return AgentRun.objects.filter(_due(timezone.now()), held, organization_id=run.organization_id).exists()
+
+
+def claimable_work_waits() -> bool:
+    """Whether any run is due and pending outside a daily budget: only then can a claim find
+    something. One read of the partial index ``agent_runs_pending_due``, instead of a claim's
+    transaction and fair-order read, when a burst's last runs end with nothing left to take."""
+    return (
+        AgentRun.objects.filter(_due(timezone.now()))
+        .exclude(waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.BUDGET])
+        .exists()
+    )
 
 
 def _unlimited_when_claimed(run: AgentRun) -> bool:

@@ -40,18 +40,25 @@ def execute_runs(*, run_id, worker: str) -> str:
     last one freed; returns the first run's outcome.
 
     Eligible work with no message waiting is work whose wake-ups were spent: claims that a
-    limit held, a limit raised. Without this the freed slot would idle until a sweep or a
-    wake-up's round trip through the broker. While messages wait, the thread goes back for
-    them: they are wake-ups that claim the same fair runs, and the beat's ticks and sweeps
-    (recovery among them) queue behind them, so a chain must never hold a slot from them.
-    Wake-ups stay conserved: each run taken here leaves its own message, if it had one, to
-    claim the next fair run or find nothing (a claim is guarded). With admission off only a
+    limit held, a limit raised, runs whose messages are not in the queue yet (sent later, or
+    prefetched by another worker). Without this the freed slot would idle until a sweep or
+    a wake-up's round trip through the broker. A claim is tried only while some run is
+    claimable at all (``admission.claimable_work_waits``). While messages wait, the thread
+    goes back for them: they are wake-ups that claim the same fair runs, and the beat's
+    ticks and sweeps (recovery among them) queue behind them, so a chain must never hold a
+    slot from them. Wake-ups stay conserved: each run taken here leaves its own message, if
+    it had one, to claim the next fair run or find nothing (a claim is guarded). With admission off only a
     message's own run is claimable, and each message runs its own run in the broker's order.
     The chain ends when nothing is claimable or the worker is shutting down.
     """
     lifecycle.note_consumed()
     first = outcome = _claim_and_execute(run_id, worker)
-    while outcome != NOT_CLAIMED and admission.enabled() and broker.waiting_messages() == 0:
+    while (
+        outcome != NOT_CLAIMED
+        and admission.enabled()
+        and broker.waiting_messages() == 0
+        and admission.claimable_work_waits()
+    ):
         outcome = _claim_and_execute(None, worker)
     return first
 

@@ -457,3 +457,65 @@ def test_a_debounced_provider_run_says_until_when_and_a_deferred_event_names_its
     assert reason(run) == ""
     deferred = ProviderEvent.objects.get(event_id="e3")
     assert deferred.status == "deferred" and deferred.reason == f"deferred behind run {run.pk}"
+
+
+def _count_loops(preferred) -> int:
+    """How many times the claim's read counted runs in flight (its in-flight count scans)."""
+    import json
+
+    sql, args = admission.candidate_query(
+        preferred=preferred, now=timezone.now(), exclude=admission.Exclusions()
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, args)
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def walk(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from walk(child)
+
+    return sum(
+        node.get("Actual Loops", 0)
+        for node in walk(plan[0]["Plan"])
+        if node.get("Index Name") in ("agent_runs_org_status_count", "agent_runs_running_per_agent")
+        or (
+            node.get("Relation Name") == "agent_runs"
+            and "'running'" in node.get("Filter", "") + node.get("Index Cond", "")
+        )
+    )
+
+
+def test_a_burst_of_one_agent_is_claimed_without_counting_its_runs_in_flight(roster):
+    require_postgres()
+    in_flight = pending(roster.agent, 3)
+    AgentRun.objects.filter(pk__in=[r.pk for r in in_flight]).update(status=RunStatus.RUNNING)
+    burst = pending(roster.agent, 2)
+    assert _count_loops(burst[-1].pk) == 0  # one agent offers runs, no limit: nothing decides by count
+    assert runs.claim_run(run_id=burst[-1].pk, worker="w").run.pk == burst[-1].pk
+
+    roster.agent.max_concurrent_runs = 10  # a limit: its count decides
+    roster.agent.save()
+    assert _count_loops(burst[0].pk) > 0
+    roster.agent.max_concurrent_runs = None
+    roster.agent.save()
+    other = pending(roster.other_agent)[0]  # another organization offers one: the order needs counts
+    assert _count_loops(burst[0].pk) > 0
+    assert runs.claim_run(run_id=burst[0].pk, worker="w").run.pk == other.pk  # nothing in flight: fairer
+
+
+@pytest.mark.sqlite
+def test_a_run_that_ends_with_nothing_claimable_tries_no_further_claim(roster, sent):
+    from django.test.utils import CaptureQueriesContext
+
+    only = pending(roster.agent)[0]
+    held_by_budget = pending(roster.other_agent)[0]
+    AgentRun.objects.filter(pk=held_by_budget.pk).update(
+        waiting_reason=WaitingKind.PHRASES[WaitingKind.BUDGET] + " (runs 1 / 1), resumes at 00:00 UTC"
+    )
+    with CaptureQueriesContext(connection) as captured:
+        assert execution.execute_runs(run_id=only.pk, worker="w") == "completed"
+    fair_reads = [q for q in captured.captured_queries if "heads AS" in q["sql"] or "org_load AS" in q["sql"]]
+    assert len(fair_reads) == 1  # the message's claim; after it, nothing due outside a budget
+    assert AgentRun.objects.get(pk=held_by_budget.pk).status == RunStatus.PENDING
