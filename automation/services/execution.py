@@ -47,9 +47,10 @@ def execute_runs(*, run_id, worker: str) -> str:
     goes back for them: they are wake-ups that claim the same fair runs, and the beat's
     ticks and sweeps (recovery among them) queue behind them, so a chain must never hold a
     slot from them. Wake-ups stay conserved: each run taken here leaves its own message, if
-    it had one, to claim the next fair run or find nothing (a claim is guarded). With admission off only a
-    message's own run is claimable, and each message runs its own run in the broker's order.
-    The chain ends when nothing is claimable or the worker is shutting down.
+    it had one, to claim the next fair run or find nothing (a claim is guarded). With
+    admission off only a message's own run is claimable, and each message runs its own run
+    in the broker's order. The chain ends when nothing is claimable or the worker is
+    shutting down.
     """
     lifecycle.note_consumed()
     first = outcome = _claim_and_execute(run_id, worker)
@@ -142,17 +143,10 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
         record_event(run.pk, "agent_stopped", worker=worker, reason="the run was cancelled or lost its lease")
         return "stopped"
     except RuntimeFailure as exc:
-        recorder.ended(
-            fail_run(run=run, lease_token=lease.token, error=str(exc), worker=worker, usage=recorder.take())
-        )
-        return "failed"
+        return _failed(run, lease, str(exc), worker, recorder)
     except Exception as exc:
         logger.exception("Run %s raised", run.pk)
-        error = format_error(exc)
-        recorder.ended(
-            fail_run(run=run, lease_token=lease.token, error=error, worker=worker, usage=recorder.take())
-        )
-        return "failed"
+        return _failed(run, lease, format_error(exc), worker, recorder)
     ok = complete_run(
         run=run,
         lease_token=lease.token,
@@ -163,3 +157,10 @@ def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
     )
     recorder.ended(ok)
     return "completed" if ok else "discarded"
+
+
+def _failed(run, lease, error: str, worker: str, recorder: usage.UsageRecorder) -> str:
+    recorder.ended(
+        fail_run(run=run, lease_token=lease.token, error=error, worker=worker, usage=recorder.take())
+    )
+    return "failed"

@@ -48,27 +48,33 @@ def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: st
     stored yet, ``runs.mark_completed``) while the lease is ours, then settled in the same
     transaction. ``run`` is the row the worker claimed. ``False`` when the result came too
     late and was discarded."""
-    with _ending(run):
-        ended = runs.mark_completed(
+    return _end(
+        run,
+        lambda: runs.mark_completed(
             run=run,
             lease_token=lease_token,
             messages=messages,
             tool_calls=tool_calls,
             worker=worker,
             usage=usage,
-        )
-        if ended is None:
-            return False
-        run_ended(ended)
-    return True
+        ),
+    )
 
 
 def fail_run(*, run: AgentRun, lease_token, error: str, worker: str, usage=None) -> bool:
     """``running → failed`` with ``last_error`` (and ``usage`` as for ``complete_run``) while
     the lease is ours, then settled in the same transaction. ``run`` is the row the worker
     claimed. ``False`` when the result came too late and was discarded."""
+    return _end(
+        run,
+        lambda: runs.mark_failed(run=run, lease_token=lease_token, error=error, worker=worker, usage=usage),
+    )
+
+
+def _end(run: AgentRun, mark) -> bool:
+    """``mark`` (the run's guarded ending), then what hangs on the end, in one transaction."""
     with _ending(run):
-        ended = runs.mark_failed(run=run, lease_token=lease_token, error=error, worker=worker, usage=usage)
+        ended = mark()
         if ended is None:
             return False
         run_ended(ended)
