@@ -45,9 +45,53 @@ SOAK_LIMIT = 3  # the soaking organization's: below the 4 slots
 BURST = 60
 BURST_AGENT_LIMIT = 3  # the bursting organization's agent's
 BURST_AT = SOAK_SECONDS / 4
-# a run created this long before a claim was visible to it (its insert had committed): two
-# ticks of the soak's own pace, on a loaded machine
+# A run counts as waiting from the first time a committed read from outside saw it pending
+# and due (``SeenPending``), not from its ``created_at``: that is stamped before the insert
+# commits, and a loaded machine can commit it a second later, when no claim could see it.
+# From that read, two ticks of the soak's own pace cover a concurrent claim that held the
+# run's row locked (``SKIP LOCKED``) while the burst's claim read.
 VISIBLE_AFTER = timedelta(seconds=2 * TICK)
+SEEN_EVERY = 0.1
+
+
+class SeenPending(threading.Thread):
+    """When each run of ``organization_id`` was first seen ``pending`` and due by a committed
+    read of its own (the instant after the read returned)."""
+
+    def __init__(self, organization_id):
+        super().__init__(daemon=True)
+        self.organization_id = organization_id
+        self.first: dict = {}
+        self.stopped = threading.Event()
+
+    def run(self):
+        from django.db import connection
+        from django.db.models import Q
+        from django.db.models.functions import Now
+
+        try:
+            while not self.stopped.wait(SEEN_EVERY):
+                try:
+                    ids = list(
+                        AgentRun.objects.filter(
+                            organization_id=self.organization_id, status=RunStatus.PENDING
+                        )
+                        .filter(Q(not_before__isnull=True) | Q(not_before__lte=Now()))
+                        .values_list("pk", flat=True)
+                    )
+                except Exception:  # a sample the database could not answer is skipped
+                    connection.close()
+                    continue
+                seen = datetime.now(UTC)
+                for pk in ids:
+                    self.first.setdefault(pk, seen)
+        finally:
+            connection.close()
+
+    def stop(self) -> dict:
+        self.stopped.set()
+        self.join()
+        return self.first
 
 
 def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, action, stack_factory):
@@ -84,6 +128,8 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
     workers = {name: stack.worker(name, concurrency=SLOTS) for name in ("wa", "wb")[:WORKERS]}
     waiting = WaitingSampler()
     waiting.start()
+    seen_pending = SeenPending(roster.org.pk)
+    seen_pending.start()
     burst: list[str] = []
 
     def start_burst():
@@ -166,15 +212,16 @@ def test_soak_conserves_every_event_follow_up_and_slot(roster, owner_token, acti
 
     wait_until(drain_step, timeout=LEASE_TTL + 90, interval=0, message="everything settled")
     waiting_kinds = waiting.stop()
+    first_seen = seen_pending.stop()
     # A tick beat sent before it stopped may still have been queued behind the burst's
     # wake-ups, and fired the slots due when it ran: real slots, up to when all settled.
     check_conservation(
         manual=manual + burst, cancelled=cancelled, stopped_at=stopped_at, settled_at=datetime.now(UTC)
     )
-    check_admission(roster, burst=burst, waiting_kinds=waiting_kinds)
+    check_admission(roster, burst=burst, waiting_kinds=waiting_kinds, first_seen=first_seen)
 
 
-def check_admission(roster, *, burst, waiting_kinds) -> None:
+def check_admission(roster, *, burst, waiting_kinds, first_seen) -> None:
     """The limits held, the burst's bound, and the soaking organization was never starved."""
     intervals = running_intervals()
     assert_limits_held(
@@ -194,11 +241,11 @@ def check_admission(roster, *, burst, waiting_kinds) -> None:
         claims[r] for r in AgentRun.objects.filter(pk__in=burst).values_list("pk", flat=True)
     )
     waiting_runs = [
-        (max(filter(None, (created, not_before))), claims.get(pk), cancelled)
-        for pk, created, not_before, cancelled in AgentRun.objects.filter(organization_id=soak).values_list(
-            "pk", "created_at", "not_before", "cancelled_at"
-        )
+        (first_seen[pk], claims.get(pk), cancelled)
+        for pk, cancelled in AgentRun.objects.filter(organization_id=soak).values_list("pk", "cancelled_at")
+        if pk in first_seen  # never seen waiting: claimed within a sample of becoming visible
     ]
+    assert waiting_runs, "the sampler saw none of the soaking organization's runs waiting"
     starved = []
     for at in burst_claims:
         running = [i for i in intervals if i[0] < at and (i[1] is None or i[1] > at)]
