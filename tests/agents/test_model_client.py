@@ -50,6 +50,23 @@ def test_one_client_per_endpoint_reuses_its_connection(settings, stub):
     assert len(stub.requests) == 2 and stub.requests[0]["peer"] == stub.requests[1]["peer"]
 
 
+def test_a_completion_is_sent_as_plain_json_without_the_sdks_typed_transform(settings, stub, monkeypatch):
+    """``chat.completions.create`` runs its typed-params transform over the whole chat on
+    every call, about half of the call's CPU (bench 7); the runtime's body is plain JSON
+    already and goes through the SDK's request path (retries, timeout, errors) as it is."""
+    from openai._utils import _transform
+
+    transformed = []
+    real = _transform.transform
+    monkeypatch.setattr(_transform, "transform", lambda *a, **k: transformed.append(a) or real(*a, **k))
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url}}
+    result = get_runtime("openai").invoke(invocation())
+    assert result.messages[0].content
+    assert transformed == []
+    body = stub.requests[0]["body"]
+    assert body["model"] == "m" and body["messages"][-1] == {"role": "user", "content": "hi"}
+
+
 def test_the_threads_of_a_worker_share_an_endpoints_connections_in_small_pools(stub):
     """httpcore's pool passes over all its connections on every request and response: a
     thousand threads on one pool spend more CPU there than on the request. Each thread keeps

@@ -15,6 +15,7 @@ import time
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from agentpress.ops.logs import redact_secrets
 
@@ -134,8 +135,14 @@ def _complete(invocation: Invocation, client, endpoint: endpoints.Endpoint, mode
     """One chat completion (the SDK retries inside it); every attempt is reported."""
     with transport.observe_call(invocation.cancel) as state:
         try:
-            response = client.chat.completions.create(
-                model=model, messages=chat, **({"tools": tools} if tools else {})
+            # The SDK's own request path with its retries, timeout and errors, without the
+            # typed-params transform of ``chat.completions.create``: the body is plain JSON
+            # already (no aliased keys, dates or files) and the transform was about half of
+            # the call's CPU (bench 7, ``docs/deployment.md``).
+            response = client.post(
+                "/chat/completions",
+                body={"model": model, "messages": chat, **({"tools": tools} if tools else {})},
+                cast_to=ChatCompletion,
             )
         except transport.CallCancelled as exc:
             _report(invocation, endpoint, model, state.attempts, final_error="cancelled")
