@@ -5,9 +5,17 @@ starts when the worker is ready, so an idle worker still beats and shows on the 
 view. A prefork child starts its own on its first run (``execution.execute_run``).
 """
 
+import contextlib
+import logging
 import os
+import threading
 
 from automation.worker import heartbeat
+
+logger = logging.getLogger(__name__)
+
+# How long the threads pool's threads may take to start at boot (they start in well under a second).
+PRESTART_SECONDS = 30
 
 
 def worker_name(hostname: str | None) -> str:
@@ -24,6 +32,27 @@ def _on_worker_ready(sender=None, **kwargs) -> None:
     heartbeat.ensure_started(
         worker=worker_name(sender.hostname), concurrency=controller.concurrency, when_idle=True
     )
+    executor = getattr(controller.pool, "executor", None)  # the threads pool's ThreadPoolExecutor
+    if executor is not None:
+        prestart_threads(executor, controller.concurrency)
+
+
+def prestart_threads(executor, count: int) -> None:
+    """Start ``count`` threads of ``executor`` now, idle, instead of one per message of the
+    first burst. ``ThreadPoolExecutor`` starts a thread on a submit that finds none idle, and
+    the consumer waits for it to start; each start also walks every live thread's shutdown
+    lock (``threading._maintain_shutdown_locks``), so a burst of a thousand runs paid for a
+    thousand starts at its slowest. If something else holds a thread meanwhile, the rest
+    start lazily as before."""
+    arrived = threading.Barrier(count, timeout=PRESTART_SECONDS)
+
+    def hold():
+        with contextlib.suppress(threading.BrokenBarrierError):
+            arrived.wait()
+
+    for future in [executor.submit(hold) for _ in range(count)]:
+        future.result()
+    logger.info("Started %s threads for runs in flight", count)
 
 
 def _on_worker_shutdown(**kwargs) -> None:

@@ -1,0 +1,45 @@
+"""The threads pool starts its threads at boot (issue 14): a burst of runs is not slowed by
+a thousand thread starts, each made while the consumer waits and each walking every live
+thread's shutdown lock."""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from automation.worker.signals import prestart_threads
+
+
+def test_prestarted_threads_take_a_burst_without_starting_more():
+    executor = ThreadPoolExecutor(max_workers=40)
+    try:
+        prestart_threads(executor, 40)
+        assert len(executor._threads) == 40
+        burst = threading.Barrier(40, timeout=30)  # every task holds its thread until all run
+        for future in [executor.submit(burst.wait) for _ in range(40)]:
+            future.result()
+        assert len(executor._threads) == 40
+    finally:
+        executor.shutdown()
+
+
+def test_a_thread_already_busy_leaves_the_rest_to_start_as_before(monkeypatch):
+    monkeypatch.setattr("automation.worker.signals.PRESTART_SECONDS", 0.5)
+    executor = ThreadPoolExecutor(max_workers=4)
+    busy = threading.Event()
+    try:
+        held = executor.submit(busy.wait, 30)
+        prestart_threads(executor, 4)  # three can start: the barrier of four gives up, no hang
+        assert len(executor._threads) == 4
+        busy.set()
+        held.result()
+    finally:
+        executor.shutdown()
+
+
+@pytest.mark.celery_worker
+def test_the_worker_has_its_threads_when_it_is_ready(worker_pool):
+    proc = worker_pool("wthreads", concurrency=60)
+    assert "Started 60 threads for runs in flight" in proc.output()
+    assert len(os.listdir(f"/proc/{proc.pid}/task")) > 60
