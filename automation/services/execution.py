@@ -9,13 +9,19 @@ waits, and after each tool call, so a waiting run holds none.
 """
 
 import logging
-import threading
 from dataclasses import replace
 from functools import partial
 
 from django.db import connection
 
-from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
+from agentpress.agents.runtime import (
+    CancelSignal,
+    Invocation,
+    RunCancelled,
+    RuntimeFailure,
+    Tool,
+    get_runtime,
+)
 from agentpress.ops import lifecycle, logs, metrics
 from automation import broker, tools
 from automation.services import admission, usage
@@ -73,7 +79,7 @@ def _claim_and_execute(run_id, worker: str) -> str:
         return NOT_CLAIMED
     run = lease.run
     metrics.record_run_started(run)
-    cancel = threading.Event()
+    cancel = CancelSignal()
     with (
         logs.bind_run(run, worker=worker),
         lifecycle.guard_run(
@@ -123,7 +129,7 @@ def release_connection() -> None:
         connection.close()
 
 
-def _invoke(run, lease, cancel: threading.Event, worker: str) -> str:
+def _invoke(run, lease, cancel: CancelSignal, worker: str) -> str:
     recorder = usage.UsageRecorder(run)
     try:
         invocation = Invocation(

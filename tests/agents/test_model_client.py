@@ -2,13 +2,17 @@
 call, and a call still waiting is stopped when its run is cancelled or recovered."""
 
 import json
+import socket
+import ssl
 import threading
 
 import httpx2
 import pytest
+import trustme
 from django.conf import settings as django_settings
 
 from agentpress.agents.runtime import (
+    CancelSignal,
     Invocation,
     RunCancelled,
     RuntimeFailure,
@@ -37,7 +41,7 @@ def stub():
 def invocation(cancel=None):
     return Invocation(
         run_id="r1", prompt="hi", instructions="", history=[], tools=[],
-        config={"endpoint": "stub", "model": "m"}, cancel=cancel or threading.Event(),
+        config={"endpoint": "stub", "model": "m"}, cancel=cancel or CancelSignal(),
     )  # fmt: skip
 
 
@@ -111,7 +115,7 @@ def test_a_call_longer_than_the_endpoint_timeout_fails_clearly(settings, stub):
 def test_cancel_aborts_a_call_that_is_still_waiting(settings, stub):
     settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url}}
     stub.replies = [Reply(delay=SLOW)]
-    cancel = threading.Event()
+    cancel = CancelSignal()
     outcome = []
 
     def call():
@@ -130,12 +134,93 @@ def test_cancel_aborts_a_call_that_is_still_waiting(settings, stub):
     assert stub.disconnected.wait(timeout=5), "the connection was closed, not left waiting"
 
 
+def test_a_waiting_call_is_not_woken_until_its_run_is_cancelled(settings, stub, monkeypatch):
+    """A thousand runs waiting on their models must cost no wake-ups: the read blocks for the
+    whole wait and the cancel signal itself breaks it (reading in slices to look at the
+    signal woke every waiting thread each slice)."""
+    import httpcore2._backends.sync as sync_backend
+
+    settings.AUTOMATION_LEASE_TTL_SECONDS = 2  # the shortest slices the old reads would poll in
+    settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url}}
+    stub.replies = [Reply(delay=SLOW)]
+    reads = []
+    real_read = sync_backend.SyncStream.read
+    monkeypatch.setattr(
+        sync_backend.SyncStream, "read", lambda self, *a, **k: reads.append(1) or real_read(self, *a, **k)
+    )
+    cancel = CancelSignal()
+    outcome = []
+
+    def call():
+        try:
+            get_runtime("openai").invoke(invocation(cancel))
+        except RunCancelled:
+            outcome.append("stopped")
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    wait_until(lambda: stub.requests and reads, message="the call waits for its answer")
+    heartbeat = settings.AUTOMATION_LEASE_TTL_SECONDS / 4
+    assert not worker.join(timeout=2 * heartbeat) and worker.is_alive()
+    assert len(reads) == 1, "the waiting read was woken before the run was cancelled"
+    cancel.set()
+    worker.join(timeout=heartbeat + 5)
+    assert outcome == ["stopped"]
+    assert stub.disconnected.wait(timeout=5), "the connection was closed, not left waiting"
+
+
+def test_cancel_breaks_a_read_waiting_on_a_tls_connection():
+    """Real endpoints speak TLS: the waker shuts the socket under the SSL layer and the
+    reading thread stops with ``CallCancelled``, not a TLS error."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():  # a server that completes the handshake and never answers
+        conn, _ = listener.accept()
+        held.append(server_context.wrap_socket(conn, server_side=True))
+
+    threading.Thread(target=serve, daemon=True).start()
+    stream = transport.GuardedBackend(host_allowed=None).connect_tcp(
+        "127.0.0.1", listener.getsockname()[1], timeout=10
+    )
+    stream = stream.start_tls(client_context, server_hostname="localhost", timeout=10)
+    cancel, reading, outcome = CancelSignal(), threading.Event(), []
+    inner_read = stream._inner.read
+
+    def read_marked(*args):
+        reading.set()
+        return inner_read(*args)
+
+    stream._inner.read = read_marked
+
+    def read():
+        with transport.observe_call(cancel):
+            try:
+                stream.read(1024, timeout=SLOW)
+            except transport.CallCancelled:
+                outcome.append("cancelled")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert reading.wait(timeout=10)
+    cancel.set()
+    reader.join(timeout=10)
+    assert outcome == ["cancelled"]
+    stream.close()
+    listener.close()
+
+
 def test_cancel_ends_the_wait_before_a_retry(settings, stub):
     settings.AUTOMATION_MODEL_ENDPOINTS = {"stub": {"base_url": stub.url, "max_retries": 2}}
     stub.replies = [
         Reply(status=429, body={"error": {"message": "later"}}, headers={"Retry-After": str(SLOW - 1)})
     ]
-    cancel = threading.Event()
+    cancel = CancelSignal()
     reported, outcome = [], []
     run = invocation(cancel)
     run.report_model_call = reported.append
@@ -170,7 +255,7 @@ def test_a_lost_run_stops_its_model_call_on_the_worker(roster, worker_pool, stub
         settlement.cancel_run(run_id=run.pk, reason="test")
     else:
         settlement.interrupt_run(run_id=run.pk, error="lease expired (test)")
-    # one heartbeat interval to notice, one read slice to stop, plus room for a loaded machine
+    # one heartbeat interval to notice (the read stops as the signal is set), plus room for a loaded machine
     bound = lease_ttl / 4 * 2 + 10
     wait_until(
         lambda: run.events.filter(kind="agent_stopped").exists(), timeout=bound, message="agent stopped"

@@ -2,11 +2,10 @@
 that can reach neither our network nor our keys. The endpoint is a real local HTTP server."""
 
 import socket
-import threading
 
 import pytest
 
-from agentpress.agents.runtime import Invocation, RuntimeFailure, endpoints, get_runtime
+from agentpress.agents.runtime import CancelSignal, Invocation, RuntimeFailure, endpoints, get_runtime
 from automation.services import execution, runs
 from automation.states import RunSource, RunStatus
 from tests.factories import AgentFactory
@@ -35,7 +34,7 @@ def invoke(config):
     return get_runtime("openai").invoke(
         Invocation(
             run_id="r1", prompt="hi", instructions="", history=[], tools=[], config=config,
-            cancel=threading.Event(),
+            cancel=CancelSignal(),
         )
     )  # fmt: skip
 

@@ -7,7 +7,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agentpress.agents.runtime import Invocation, RunCancelled, RuntimeFailure, Tool, get_runtime
+from agentpress.agents.runtime import (
+    CancelSignal,
+    Invocation,
+    RunCancelled,
+    RuntimeFailure,
+    Tool,
+    get_runtime,
+)
 
 pytestmark = pytest.mark.sqlite
 
@@ -15,7 +22,7 @@ pytestmark = pytest.mark.sqlite
 def invocation(prompt, tools=(), config=None, cancel=None):
     return Invocation(
         run_id="r1", prompt=prompt, instructions="Be brief.", history=[{"role": "user", "content": "earlier"}],
-        tools=list(tools), config=config or {}, cancel=cancel or threading.Event(),
+        tools=list(tools), config=config or {}, cancel=cancel or CancelSignal(),
     )  # fmt: skip
 
 
@@ -41,7 +48,7 @@ def test_scripted_fail_raises_with_the_message():
 
 
 def test_scripted_sleep_honours_cancellation():
-    cancel = threading.Event()
+    cancel = CancelSignal()
     threading.Timer(0.2, cancel.set).start()
     began = time.monotonic()
     with pytest.raises(RunCancelled):

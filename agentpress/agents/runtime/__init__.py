@@ -1,4 +1,5 @@
 from .base import (
+    CancelSignal,
     Invocation,
     InvocationResult,
     ModelCallRecord,
@@ -23,6 +24,7 @@ def get_runtime(name: str) -> Runtime:
 
 
 __all__ = [
+    "CancelSignal",
     "Invocation",
     "InvocationResult",
     "ModelCallRecord",

@@ -8,11 +8,59 @@ through ``report_model_call`` as it happens, so usage is recorded even when the 
 fails or stops afterwards.
 """
 
+import logging
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class CancelSignal(threading.Event):
+    """A run's cancellation: an event that also wakes what is blocked on the run's behalf.
+
+    Whoever sets it (the heartbeat that found the lease lost, a cancel, the shutdown's grace)
+    calls each waker registered with ``waking``: a model call blocked in a socket read
+    registers one that shuts the socket down, so the read returns at once instead of
+    polling the event in slices (a thousand runs waiting on models would otherwise wake a
+    thousand threads every slice). Plain ``wait``/``is_set`` work as for any event.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._wakers_lock = threading.Lock()
+        self._wakers: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        super().set()
+        with self._wakers_lock:
+            wakers = list(self._wakers)
+        for wake in wakers:
+            _wake(wake)
+
+    @contextmanager
+    def waking(self, wake: Callable[[], None]):
+        """While in the block, ``wake`` is called when the signal is set (at once if it
+        already is). ``wake`` must be quick and safe to call from another thread."""
+        with self._wakers_lock:
+            self._wakers.append(wake)
+        try:
+            if self.is_set():
+                _wake(wake)
+            yield
+        finally:
+            with self._wakers_lock:
+                self._wakers.remove(wake)
+
+
+def _wake(wake: Callable[[], None]) -> None:
+    try:
+        wake()
+    except Exception:  # one broken waker must not keep the cancel from the others
+        logger.exception("A cancel waker failed")
 
 
 class RunCancelled(Exception):
@@ -60,7 +108,7 @@ class Invocation:
     history: list[dict]  # [{"role": ..., "content": ...}] oldest first
     tools: list[Tool]
     config: dict
-    cancel: threading.Event
+    cancel: CancelSignal
     report_model_call: Callable[[ModelCallRecord], None] = _ignore
 
     def tool(self, name: str) -> Tool | None:

@@ -6,29 +6,32 @@ the run's model-call rows. The call being made is described by a context variabl
 the runtime around each SDK call (``observe_call``), because connections are pooled and
 shared by every run of the process while each request is sent from its run's own thread.
 
-- Cancel: reads wait in slices of ``read_slice_seconds()`` and stop with ``CallCancelled``
-  once the run's cancel event is set, so a run that lost its lease stops a call that is
-  still waiting well within one heartbeat interval; the connection is then discarded.
-  ``CallCancelled`` is an ``OpenAIError``, which the SDK propagates without retrying.
+- Cancel: a read blocks for the whole wait with no polling; while it waits, the run's
+  ``CancelSignal`` holds a waker that shuts the socket down, so the moment the signal is
+  set (a cancel, or the heartbeat finding the lease lost) the read returns and the call
+  stops with ``CallCancelled``; the connection is then discarded. A thousand runs waiting
+  on their models cost no wake-ups. ``CallCancelled`` is an ``OpenAIError``, which the SDK
+  propagates without retrying.
 - Addresses: for a tenant's custom endpoint every connection re-checks the addresses the
   host resolves to and connects to the address it checked (no DNS rebinding in between).
 """
 
 import itertools
+import socket
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import httpcore2
 import httpx2
 import openai
-from django.conf import settings
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from . import endpoints
+from .base import CancelSignal
 
 # Connection pools per model endpoint and process: a thousand threads in flight make about 32
 # connections a pool (GuardedTransport).
@@ -55,7 +58,7 @@ class Attempt:
 
 @dataclass
 class CallState:
-    cancel: threading.Event
+    cancel: CancelSignal
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -63,7 +66,7 @@ _current: ContextVar[CallState | None] = ContextVar("model_call", default=None)
 
 
 @contextmanager
-def observe_call(cancel: threading.Event):
+def observe_call(cancel: CancelSignal):
     """Around one SDK call: its attempts are collected in the yielded ``CallState``."""
     state = CallState(cancel=cancel)
     token = _current.set(state)
@@ -73,14 +76,9 @@ def observe_call(cancel: threading.Event):
         _current.reset(token)
 
 
-def current_cancel() -> threading.Event | None:
+def current_cancel() -> CancelSignal | None:
     state = _current.get()
     return state.cancel if state else None
-
-
-def read_slice_seconds() -> float:
-    """How long a read waits before looking at the cancel event: a tenth of a heartbeat interval."""
-    return min(1.0, max(0.05, settings.AUTOMATION_LEASE_TTL_SECONDS / 40))
 
 
 def _raise_if_cancelled() -> None:
@@ -94,18 +92,27 @@ class _CancellableStream(httpcore2.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            _raise_if_cancelled()
-            step = read_slice_seconds()
-            if deadline is not None:
-                step = min(step, max(0.0, deadline - time.monotonic()))
-            try:
-                return self._inner.read(max_bytes, step)
-            except httpcore2.ReadTimeout:
-                # a timed-out recv consumed nothing: waiting again is safe
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
+        cancel = current_cancel()
+        if cancel is None:
+            return self._inner.read(max_bytes, timeout)
+        _raise_if_cancelled()
+        try:
+            with cancel.waking(self._interrupt):
+                data = self._inner.read(max_bytes, timeout)
+        except Exception:
+            _raise_if_cancelled()  # the waker's shutdown broke the read: say why
+            raise
+        _raise_if_cancelled()  # the waker's shutdown ended the read early (b"")
+        return data
+
+    def _interrupt(self) -> None:
+        """Wake a read blocked on this stream (from the thread that set the cancel): shut the
+        socket down underneath it. The plain socket's call, also for TLS, so the reading
+        thread's SSL object is left to that thread."""
+        sock = self._inner.get_extra_info("socket")
+        if sock is not None:
+            with suppress(OSError):  # already closed: nothing is blocked on it
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         _raise_if_cancelled()

@@ -1,6 +1,5 @@
 """The process heartbeat: one statement renews every lease the process holds."""
 
-import threading
 import time
 import uuid
 from functools import partial
@@ -8,6 +7,7 @@ from functools import partial
 import pytest
 from django.test.utils import CaptureQueriesContext
 
+from agentpress.agents.runtime import CancelSignal
 from agentpress.ops import lifecycle
 from automation.models import AgentRun, Worker
 from automation.services import runs, settlement
@@ -27,7 +27,7 @@ class Claimed:
             runs.claim_run(run_id=AgentRunFactory(agent=roster.agent, run_as=roster.owner).pk, worker="w1")
             for _ in range(count)
         ]
-        self.cancel = {lease.run.pk: threading.Event() for lease in self.leases}
+        self.cancel = {lease.run.pk: CancelSignal() for lease in self.leases}
         self.guards = [
             lifecycle.guard_run(
                 run_id=lease.run.pk,
