@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from agentpress.orgs.permissions import Access
 from automation import selectors
+from automation.instants import in_utc
 from automation.services import admission
 from automation.states import RunSource, RunStatus, WaitingKind
 
@@ -35,12 +36,16 @@ INSTANT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-
 
 
 class InstantField(forms.DateTimeField):
-    """A UTC instant typed into the filter bar; a value with an offset keeps its offset."""
+    """A UTC instant typed into the filter bar; a value with an offset is read in UTC."""
 
     widget = forms.DateTimeInput(attrs={"type": "datetime-local", "step": "60"}, format="%Y-%m-%dT%H:%M")
 
     def __init__(self, **kwargs):
         super().__init__(input_formats=INSTANT_FORMATS, required=False, **kwargs)
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return None if value is None else in_utc(value)
 
 
 class RunFilterForm(forms.Form):

@@ -12,6 +12,8 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
+from automation.instants import in_utc
+
 INVALID_CURSOR = "The page link is not valid (it may have been edited); showing the first page."
 
 
@@ -39,7 +41,7 @@ def _decode(cursor: str, qs: QuerySet) -> _Cursor:
     """The cursor's edge row, each part checked against the model; ``ValueError`` otherwise."""
     try:
         direction, key, pk = urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
-        moment = datetime.fromisoformat(key)
+        moment = in_utc(datetime.fromisoformat(key))
         pk = qs.model._meta.pk.to_python(pk)
     except (binascii.Error, ValidationError) as exc:
         raise ValueError(cursor) from exc

@@ -21,6 +21,7 @@ PACKAGES = ("agentpress", "automation", "monitor")
 LAYERS = {
     "automation.states": 1,
     "automation.cadence": 1,
+    "automation.instants": 1,
     # models, and the rules that read them (no writes, no services)
     "agentpress": 2,
     "automation.providers.graph": 2,  # an outbound client, like the agent runtimes

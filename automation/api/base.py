@@ -6,7 +6,10 @@ from base64 import b64decode
 import django_filters
 from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http import Http404
+from django.utils.dateparse import parse_datetime
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, generics
@@ -16,6 +19,7 @@ from rest_framework.permissions import IsAuthenticated
 from agentpress.agents.models import Agent
 from agentpress.orgs.permissions import Access, get_access_or_404
 from automation.api.errors import ErrorResponse
+from automation.instants import in_utc
 
 # What any org-scoped operation may answer besides its own outcomes.
 COMMON_ERRORS = {
@@ -118,9 +122,39 @@ class LimitCursorPagination(CursorPagination):
             except (ValueError, UnicodeEncodeError) as exc:
                 raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except exceptions.NotFound as exc:
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
+        return self._position_in_utc(cursor)
+
+    @staticmethod
+    def _position_in_utc(cursor):
+        """A position that is an instant (the lists order by one) goes to the query in UTC; a
+        hand-made one that no instant can be is an invalid cursor."""
+        if cursor is None or cursor.position is None:
+            return cursor
+        try:
+            moment = parse_datetime(cursor.position)
+            if moment is None or moment.tzinfo is None:
+                return cursor  # not an instant: the ordering field judges it
+            return cursor._replace(position=in_utc(moment).isoformat())
+        except (ValueError, ValidationError) as exc:
+            raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
+
+
+class InstantField(IsoDateTimeField):
+    """An ISO 8601 instant, read in UTC (``automation.instants``)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return None if value is None else in_utc(value)
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    """An instant a client typed: any offset Python reads is accepted and queried in UTC; one
+    that UTC cannot hold is a 400 naming the parameter."""
+
+    field_class = InstantField
 
 
 class IdFilter(django_filters.Filter):

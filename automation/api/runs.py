@@ -15,6 +15,7 @@ from agentpress.agents.models import Agent
 from automation import lookups, scope, selectors
 from automation.api.base import (
     IdFilter,
+    InstantFilter,
     LimitCursorPagination,
     OrgFilterSet,
     OrgScopedView,
@@ -169,8 +170,8 @@ class RunFilter(OrgFilterSet):
     contextType = django_filters.CharFilter(field_name="context_type", max_length=64)  # noqa: N815
     contextKey = django_filters.CharFilter(field_name="context_key", max_length=255)  # noqa: N815
     threadId = IdFilter(field_name="thread_id")  # noqa: N815
-    createdAfter = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")  # noqa: N815
-    createdBefore = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")  # noqa: N815
+    createdAfter = InstantFilter(field_name="created_at", lookup_expr="gte")  # noqa: N815
+    createdBefore = InstantFilter(field_name="created_at", lookup_expr="lt")  # noqa: N815
 
     # Not filters, but understood by the list (pagination, DRF's renderer choice).
     OTHER_PARAMETERS = frozenset({"limit", "cursor", "format"})

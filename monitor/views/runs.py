@@ -4,6 +4,7 @@ import uuid
 from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,6 +15,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from agentpress.orgs.permissions import Access
 from automation import selectors
+from automation.instants import in_utc
 from automation.services import capacity as capacity_services
 from automation.services.runs import ContextBusy, retry_run
 from automation.services.settlement import cancel_run
@@ -122,8 +124,11 @@ def run_detail(access: Access, run_id):
 
 
 def _since(request):
-    value = parse_datetime(request.GET.get("since", ""))
-    return value if value is not None and value.tzinfo is not None else None
+    try:
+        value = parse_datetime(request.GET.get("since", ""))
+        return in_utc(value) if value is not None and value.tzinfo is not None else None
+    except (ValueError, ValidationError):  # not a date, or one UTC cannot hold: look from now
+        return None
 
 
 def _live_update(request, access: Access, form, summary):

@@ -156,7 +156,17 @@ def test_raw_bodies_that_are_not_strict_json_are_refused(api, roster, raw):
 QUERY_VALUES = st.one_of(
     ANY_TEXT.filter(lambda s: "\x00" not in s and not any(0xD800 <= ord(c) <= 0xDFFF for c in s)),
     st.integers(min_value=-(10**30), max_value=10**30).map(str),
-    st.sampled_from(["active", "pending", "1e999", "NaN", "00000000-0000-0000-0000-000000000000"]),
+    st.sampled_from(
+        [
+            "active",
+            "pending",
+            "1e999",
+            "NaN",
+            "00000000-0000-0000-0000-000000000000",
+            "2885-02-08T09:23:44-18:17",
+            "9999-12-31T23:00:00-18:00",
+        ]
+    ),  # fmt: skip
 )
 
 
@@ -173,6 +183,8 @@ QUERY_VALUES = st.one_of(
                 "contextType",
                 "contextKey",
                 "threadId",
+                "createdAfter",
+                "createdBefore",
                 "limit",
                 "cursor",
             ]
@@ -188,3 +200,43 @@ def test_any_query_string_on_the_lists_answers_200_or_a_clear_400(api, roster, p
     response = api.get(f"{API}/{path}", params)
     if response.status_code != 200:
         assert_clear_refusal(response)
+
+
+# Python takes UTC offsets up to ±23:59; PostgreSQL's timestamptz only up to ±15:59.
+ODD_OFFSETS = ["2885-02-08T09:23:44-18:17", "2030-01-01T00:00:00+23:59", "2030-01-01T00:00:00-16:00"]
+# Instants whose UTC time lies outside what a datetime can hold.
+BEYOND_UTC = ["9999-12-31T23:00:00-18:00", "0001-01-01T00:00:00+18:00"]
+
+
+def drf_cursor(position: str) -> str:
+    from base64 import b64encode
+    from urllib.parse import urlencode
+
+    return b64encode(urlencode({"p": position}).encode()).decode()
+
+
+@pytest.mark.parametrize("moment", ODD_OFFSETS)
+@pytest.mark.parametrize("parameter", ["createdAfter", "createdBefore"])
+def test_an_instant_with_an_offset_postgres_refuses_is_read_in_utc(api, roster, parameter, moment):
+    AgentRunFactory(agent=roster.agent, run_as=roster.owner)
+    assert api.get(f"{API}/agent-runs", {parameter: moment}).status_code == 200
+    usage = api.get(f"{API}/usage", {parameter: moment})
+    assert usage.status_code == 200 or (400 <= usage.status_code < 500 and usage.json()["detail"])
+
+
+@pytest.mark.parametrize("moment", BEYOND_UTC)
+@pytest.mark.parametrize("parameter", ["createdAfter", "createdBefore"])
+def test_an_instant_beyond_utcs_range_is_a_clear_400(api, roster, parameter, moment):
+    response = api.get(f"{API}/agent-runs", {parameter: moment})
+    assert_clear_refusal(response)
+    assert parameter in response.json()
+
+
+@pytest.mark.parametrize("position", ["2885-02-08 09:23:44-18:17", *BEYOND_UTC, "yesterday"])
+@pytest.mark.parametrize("path", ["agent-runs", "agent-run-follow-ups", "provider-events"])
+def test_a_hand_made_cursor_with_an_odd_instant_answers_200_or_a_clear_400(api, roster, path, position):
+    AgentRunFactory(agent=roster.agent, run_as=roster.owner)
+    response = api.get(f"{API}/{path}", {"cursor": drf_cursor(position)})
+    if response.status_code != 200:
+        assert_clear_refusal(response)
+    assert_lists_answer(api)

@@ -157,3 +157,24 @@ def test_any_schedule_form_answers_with_the_form_or_a_saved_schedule(owner, rost
         assert Schedule.objects.count() == before
     every_page_renders(owner, roster)
     Schedule.objects.all().delete()
+
+
+# Python takes UTC offsets up to ±23:59; PostgreSQL's timestamptz only up to ±15:59.
+ODD_INSTANTS = [
+    "2885-02-08T09:23:44-18:17",
+    "2030-01-01T00:00:00+23:59",
+    "9999-12-31T23:00:00-18:00",
+    "0001-01-01T00:00:00+18:00",
+]
+
+
+@pytest.mark.parametrize("moment", ODD_INSTANTS)
+def test_an_instant_with_an_offset_postgres_refuses_renders_the_page(owner, roster, moment):
+    for params in ({"created_after": moment}, {"created_before": moment}):
+        assert owner.get(RUNS, params).status_code == 200, params
+    live = owner.get(RUNS, {"since": moment}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="runs-live")
+    assert live.status_code in (200, 204)
+    for page in (RUNS, FOLLOW_UPS):
+        response = owner.get(page, {"cursor": cursor(f"n|{moment}|00000000-0000-0000-0000-000000000000")})
+        assert response.status_code == 200, page
+    every_page_renders(owner, roster)
