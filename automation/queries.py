@@ -22,7 +22,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections,
 
 from agentpress.agents.models import Message
 from automation.models import AgentRun, ModelCall, ProviderEvent, RunEvent
-from automation.states import RUN_ACTIVE
+from automation.states import RUN_ACTIVE, RunStatus
 
 
 @functools.cache
@@ -502,3 +502,18 @@ def _finish_run_sqlite(*, run, lease_token, fields, allowed, event, messages) ->
         for model in {type(row) for row in rows}:
             model.objects.bulk_create([row for row in rows if type(row) is model])
     return True
+
+
+def claimable_work_waits(*, now, budget_phrase: str) -> bool:
+    """Whether any run is pending and due (``not_before`` passed) and not held by a daily
+    budget (its waiting reason starts with ``budget_phrase``): one read of the partial index
+    ``agent_runs_pending_due``, asked after each run ends. Written out, not compiled by the
+    ORM per call: it is on every run's path."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {connection.ops.quote_name(AgentRun._meta.db_table)}"
+            " WHERE status = %s AND (not_before IS NULL OR not_before <= %s)"
+            " AND NOT (waiting_reason LIKE %s ESCAPE '\\') LIMIT 1",
+            [RunStatus.PENDING, now, f"{connection.ops.prep_for_like_query(budget_phrase)}%"],
+        )
+        return cursor.fetchone() is not None

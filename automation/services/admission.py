@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from agentpress.agents.models import Agent
 from agentpress.orgs.models import Organization
+from automation import queries
 from automation.models import AgentRun
 from automation.services import budgets
 from automation.states import RunStatus, WaitingKind, effective_limit
@@ -453,10 +454,8 @@ def claimable_work_waits() -> bool:
     """Whether any run is due and pending outside a daily budget: only then can a claim find
     something. One read of the partial index ``agent_runs_pending_due``, instead of a claim's
     transaction and fair-order read, when a burst's last runs end with nothing left to take."""
-    return (
-        AgentRun.objects.filter(_due(timezone.now()))
-        .exclude(waiting_reason__startswith=WaitingKind.PHRASES[WaitingKind.BUDGET])
-        .exists()
+    return queries.claimable_work_waits(
+        now=timezone.now(), budget_phrase=WaitingKind.PHRASES[WaitingKind.BUDGET]
     )
 
 

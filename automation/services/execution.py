@@ -49,7 +49,8 @@ def execute_runs(*, run_id, worker: str) -> str:
     limit held, a limit raised, runs whose messages are not in the queue yet (sent later, or
     prefetched by another worker). Without this the freed slot would idle until a sweep or
     a wake-up's round trip through the broker. A claim is tried only while some run is
-    claimable at all (``admission.claimable_work_waits``). While messages wait, the thread
+    claimable at all (``admission.claimable_work_waits``, asked first: at the end of a burst
+    nothing is, and the broker need not be asked). While messages wait, the thread
     goes back for them: they are wake-ups that claim the same fair runs, and the beat's
     ticks and sweeps (recovery among them) queue behind them, so a chain must never hold a
     slot from them. Wake-ups stay conserved: each run taken here leaves its own message, if
@@ -63,8 +64,8 @@ def execute_runs(*, run_id, worker: str) -> str:
     while (
         outcome != NOT_CLAIMED
         and admission.enabled()
-        and broker.waiting_messages() == 0
         and admission.claimable_work_waits()
+        and broker.waiting_messages() == 0
     ):
         outcome = _claim_and_execute(None, worker)
     return first

@@ -519,3 +519,22 @@ def test_a_run_that_ends_with_nothing_claimable_tries_no_further_claim(roster, s
     fair_reads = [q for q in captured.captured_queries if "heads AS" in q["sql"] or "org_load AS" in q["sql"]]
     assert len(fair_reads) == 1  # the message's claim; after it, nothing due outside a budget
     assert AgentRun.objects.get(pk=held_by_budget.pk).status == RunStatus.PENDING
+
+
+@pytest.mark.sqlite
+def test_a_run_that_ends_with_nothing_claimable_does_not_ask_the_broker(roster, sent, monkeypatch):
+    """At the end of a burst every ending run would ask Redis for its queue depth: the
+    database is asked first (one read of a partial index) and, with nothing claimable, the
+    broker is not asked at all."""
+    from automation import broker
+
+    asked = []
+    monkeypatch.setattr(broker, "waiting_messages", lambda: asked.append(1) or 0)
+    only = pending(roster.agent)[0]
+    assert execution.execute_runs(run_id=only.pk, worker="w") == "completed"
+    assert asked == []
+    other = pending(roster.other_agent)[0]  # claimable once the first run has ended
+    first = pending(roster.agent)[0]
+    assert execution.execute_runs(run_id=first.pk, worker="w") == "completed"
+    assert asked == [1]  # work waited: whether a message waits decided the chain
+    assert AgentRun.objects.get(pk=other.pk).status == RunStatus.COMPLETED
