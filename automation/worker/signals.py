@@ -6,6 +6,7 @@ view. A prefork child starts its own on its first run (``execution.execute_run``
 """
 
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -16,6 +17,13 @@ logger = logging.getLogger(__name__)
 
 # How long the threads pool's threads may take to start at boot (they start in well under a second).
 PRESTART_SECONDS = 30
+# The garbage collector's thresholds in a process of the threads pool. Python's defaults (a
+# young collection every 700 allocations, a full one every 100 of those) cost a worker
+# holding a thousand runs about a tenth of its CPU, three quarters of it in full collections
+# that walk every live object with the GIL held while the consumer, the claims and the
+# heartbeat wait (bench 7: 1.0 s in 1,045 collections, 0.8 s of it full, for 1,000 runs;
+# with these, 0.2 s in 14 and none full, the same peak RSS). Cycles are still collected.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def worker_name(hostname: str | None) -> str:
@@ -35,6 +43,8 @@ def _on_worker_ready(sender=None, **kwargs) -> None:
     executor = getattr(controller.pool, "executor", None)  # the threads pool's ThreadPoolExecutor
     if executor is not None:
         prestart_threads(executor, controller.concurrency)
+        gc.set_threshold(*GC_THRESHOLDS)
+        logger.info("Garbage collection thresholds %s for runs in flight", gc.get_threshold())
 
 
 def prestart_threads(executor, count: int) -> None:

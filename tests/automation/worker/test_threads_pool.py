@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from automation.worker.signals import prestart_threads
+from automation.worker.signals import GC_THRESHOLDS, prestart_threads
 
 
 def test_prestarted_threads_take_a_burst_without_starting_more():
@@ -42,4 +42,5 @@ def test_a_thread_already_busy_leaves_the_rest_to_start_as_before(monkeypatch):
 def test_the_worker_has_its_threads_when_it_is_ready(worker_pool):
     proc = worker_pool("wthreads", concurrency=60)
     assert "Started 60 threads for runs in flight" in proc.output()
+    assert f"Garbage collection thresholds {GC_THRESHOLDS} for runs in flight" in proc.output()
     assert len(os.listdir(f"/proc/{proc.pid}/task")) > 60
