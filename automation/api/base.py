@@ -142,7 +142,7 @@ class LimitCursorPagination(CursorPagination):
             raise exceptions.ValidationError({"cursor": ["Invalid cursor."]}) from exc
 
 
-class InstantField(IsoDateTimeField):
+class UtcIsoDateTimeField(IsoDateTimeField):
     """An ISO 8601 instant, read in UTC (``automation.instants``)."""
 
     def to_python(self, value):
@@ -154,7 +154,7 @@ class InstantFilter(django_filters.IsoDateTimeFilter):
     """An instant a client typed: any offset Python reads is accepted and queried in UTC; one
     that UTC cannot hold is a 400 naming the parameter."""
 
-    field_class = InstantField
+    field_class = UtcIsoDateTimeField
 
 
 class IdFilter(django_filters.Filter):
