@@ -234,6 +234,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
     "max_retries": 0,
+    # Redis (agentpress.broker_transport): after each BRPOP reply the worker takes up to this
+    # many more waiting messages in one round trip, within its prefetch limit (0: one a reply).
+    "fetch_batch": env.int("AUTOMATION_BROKER_FETCH_BATCH", default=64),
 }
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(VAR_DIR) / "broker"
