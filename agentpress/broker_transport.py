@@ -42,8 +42,8 @@ import redis
 from kombu import transport as kombu_transports
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps, loads
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
 
 
 class QoS(kombu_redis.QoS):

@@ -204,10 +204,10 @@ def _create(agent, owner, n: int) -> list:
 
 
 def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict:
-    from django.db.models import Max, Min
+    from django.db.models import Count, Max, Min, Sum
 
     from agentpress.agents.models import Agent
-    from automation.models import AgentRun, Worker
+    from automation.models import AgentRun, ModelCall, Worker
     from automation.states import RunStatus
 
     org, owner, _, _ = common.fixture_org()
@@ -223,7 +223,16 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         argv,
         PGAPPNAME=app_name,
         OPENAI_API_KEY="bench-not-a-key",
-        AUTOMATION_MODEL_ENDPOINTS=json.dumps({ENDPOINT: {"base_url": f"http://127.0.0.1:{stub.port}/v1"}}),
+        # priced, so that each call's usage row and the run's totals carry a cost (issue 17)
+        AUTOMATION_MODEL_ENDPOINTS=json.dumps(
+            {
+                ENDPOINT: {
+                    "base_url": f"http://127.0.0.1:{stub.port}/v1",
+                    "input_price_per_million": 0.15,
+                    "output_price_per_million": 0.6,
+                }
+            }
+        ),
         **env,
     )
     # beat, as in production: its sweep re-sends a run whose message found the run briefly
@@ -269,6 +278,10 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         beat.stop()
         maintenance.stop()
     failed = AgentRun.objects.filter(pk__in=ids, status=RunStatus.FAILED)
+    usage = ModelCall.objects.filter(run_id__in=ids, outcome="ok").aggregate(
+        calls=Count("id"), cost=Sum("cost")
+    )
+    priced = AgentRun.objects.filter(pk__in=ids, cost__gt=0).count()
     span = AgentRun.objects.filter(pk__in=ids).aggregate(first=Min("created_at"), last=Max("started_at"))
     return {
         "total": total,
@@ -279,6 +292,8 @@ def _measure(stub: StubModel, n: int, name: str, argv: list[str], **env) -> dict
         "rss_mib": sampler.rss / 1024,
         "cpu_per_run_ms": 1000 * sampler.cpu / n,
         "failed": failed.count(),
+        "model_calls": usage["calls"],
+        "priced_runs": priced,
         "first_error": (failed.values_list("last_error", flat=True).first() or "")[:200],
     }
 
@@ -368,6 +383,16 @@ def run() -> list[dict]:
             "ratio": None,
             "goal": "",
             "met": None,
+        },
+        {
+            "benchmark": figure,
+            "figure": "usage recording on: model-call rows with usage; runs whose totals carry a cost",
+            "value": f"{ours['model_calls']}; {ours['priced_runs']}",
+            "baseline": f"prefork -c {BASELINE_CONCURRENCY}, N={BASELINE_N}",
+            "baseline_value": f"{base['model_calls']}; {base['priced_runs']}",
+            "ratio": None,
+            "goal": f"= {N}; {N}",
+            "met": ours["model_calls"] == N and ours["priced_runs"] == N,
         },
     ]
     for name, result in (("ours", ours), ("baseline", base)):

@@ -29,18 +29,24 @@ def calls(server, command: str) -> int:
     return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
 
 
-def consuming(url: str, name: str, *, fetch_batch: int, prefetch: int = 0, no_ack: bool = False, priority=None):
+def consuming(
+    url: str, name: str, *, fetch_batch: int, prefetch: int = 0, no_ack: bool = False, priority=None
+):
     """A connection with ``WAITING`` messages published to queue ``name`` and a consumer on it
     that keeps what it is given (not acknowledged)."""
     connection = Connection(
-        url, transport=transport.Transport, transport_options={"socket_timeout": 2, "fetch_batch": fetch_batch}
+        url,
+        transport=transport.Transport,
+        transport_options={"socket_timeout": 2, "fetch_batch": fetch_batch},
     )
     channel = connection.default_channel
     work = Queue(name, Exchange(name), name, channel=channel)
     work.declare()
     producer = connection.Producer()
     for n in range(WAITING):
-        producer.publish({"n": n}, exchange=name, routing_key=name, priority=priority(n) if priority else None)
+        producer.publish(
+            {"n": n}, exchange=name, routing_key=name, priority=priority(n) if priority else None
+        )
     given = []
     channel.basic_qos(0, prefetch, False)
     connection.Consumer(
@@ -114,7 +120,9 @@ def test_messages_of_a_dead_consumer_are_restored_after_the_visibility_timeout(r
     channel.qos.restore_visible = lambda *a, **kw: None
     channel.qos._delivered.clear()
     connection.close()
-    other = Connection(redis_server.url, transport=transport.Transport, transport_options={"visibility_timeout": 0})
+    other = Connection(
+        redis_server.url, transport=transport.Transport, transport_options={"visibility_timeout": 0}
+    )
     other.default_channel.qos.restore_visible(start=0, num=WAITING)
     assert redis.Redis.from_url(redis_server.url).llen("abandoned") == WAITING
     other.close()
