@@ -198,32 +198,42 @@ def _insert_runs_sqlite(batch) -> set:
     return stored
 
 
-def _insert_many_sql(objs: list[models.Model]) -> tuple[str, list]:
-    """One ``INSERT … VALUES (…), (…)`` of instances of one model."""
-    rows, params = [], []
+def _column_arrays(objs: list[models.Model]) -> tuple[list[str], list[str], list[list]]:
+    """The quoted columns of a batch of instances of one model, each column's array cast and
+    its values as one list per column (PostgreSQL): a batch is written with one parameter
+    per column, whatever its size, so the statement's text is the same for every batch."""
+    db = connections[DEFAULT_DB_ALIAS]
+    layout = [
+        (field, column)
+        for field, column, _ in _layout(type(objs[0]), db.vendor)
+        if not (field.primary_key and getattr(objs[0], field.attname) is None)  # serial: numbered there
+    ]
+    values = [[] for _ in layout]
     for obj in objs:
-        columns, placeholders, values = _row(obj)
-        rows.append(f"({', '.join(placeholders)})")
-        params += values
+        for cells, (field, _) in zip(values, layout, strict=True):
+            cells.append(field.get_db_prep_save(field.pre_save(obj, add=True), db))
+    arrays = [f"CAST(%s AS {field.db_type(db)}[])" for field, _ in layout]
+    return [column for _, column in layout], arrays, values
+
+
+def _insert_many_sql(objs: list[models.Model]) -> tuple[str, list]:
+    """One ``INSERT … SELECT … FROM unnest(…)`` of instances of one model."""
+    columns, arrays, values = _column_arrays(objs)
     table = connection.ops.quote_name(objs[0]._meta.db_table)
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(rows)}", params
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)})", values
 
 
 def _insert_for_runs_sql(rows: list[tuple[object, models.Model]], source: str) -> tuple[str, list]:
     """``INSERT … SELECT`` of instances of one model, each written only when its run (the
     first item of its pair) is among the ids ``source`` (a CTE of this statement) returned."""
-    values, params = [], []
-    for run_id, obj in rows:
-        columns, placeholders, row_params = _row(obj)
-        values.append(f"(CAST(%s AS uuid), {', '.join(placeholders)})")
-        params += [run_id, *row_params]
+    columns, arrays, values = _column_arrays([obj for _, obj in rows])
     names = [f"c{n}" for n in range(len(columns))]
     table = connection.ops.quote_name(rows[0][1]._meta.db_table)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(f'v.{n}' for n in names)} "
-        f"FROM (VALUES {', '.join(values)}) AS v(run_id, {', '.join(names)}) "
+        f"FROM unnest(CAST(%s AS uuid[]), {', '.join(arrays)}) AS v(run_id, {', '.join(names)}) "
         f"JOIN {source} ON {source}.id = v.run_id",
-        params,
+        [[run_id for run_id, _ in rows], *values],
     )
 
 
@@ -271,8 +281,8 @@ def context_state(*, agent_id, run_as_id, context_type: str, context_key: str) -
 
 def update_rows(objs: list[models.Model], fields: list[str]) -> None:
     """Write ``fields`` of each instance (the values it holds) to its row, for a batch of
-    rows of one model in one statement: ``UPDATE … FROM (VALUES …)`` on PostgreSQL,
-    Django's ``bulk_update`` (one ``CASE`` per field) on SQLite."""
+    rows of one model in one statement: ``UPDATE … FROM unnest(…)`` on PostgreSQL (one
+    array per column), Django's ``bulk_update`` (one ``CASE`` per field) on SQLite."""
     if not objs:
         return
     model = type(objs[0])
@@ -282,23 +292,17 @@ def update_rows(objs: list[models.Model], fields: list[str]) -> None:
     quote = connection.ops.quote_name
     meta = model._meta
     pk = meta.pk
-    targets = [meta.get_field(name) for name in fields]
-    rows, params = [], []
-    for obj in objs:
-        cells = [f"CAST(%s AS {pk.db_type(connection)})"]
-        params.append(pk.get_db_prep_save(obj.pk, connection))
-        for field in targets:
-            cells.append(f"CAST(%s AS {field.db_type(connection)})")
-            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
-        rows.append(f"({', '.join(cells)})")
-    names = ["pk", *(f"c{n}" for n in range(len(targets)))]
-    assignments = ", ".join(f"{quote(f.column)} = v.c{n}" for n, f in enumerate(targets))
+    targets = [pk, *(meta.get_field(name) for name in fields)]
+    arrays = [f"CAST(%s AS {field.db_type(connection)}[])" for field in targets]
+    values = [[field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objs] for field in targets]
+    names = ["pk", *(f"c{n}" for n in range(len(fields)))]
+    assignments = ", ".join(f"{quote(f.column)} = v.c{n}" for n, f in enumerate(targets[1:]))
     sql = (
         f"UPDATE {quote(meta.db_table)} AS t SET {assignments} "
-        f"FROM (VALUES {', '.join(rows)}) AS v({', '.join(names)}) WHERE t.{quote(pk.column)} = v.pk"
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(names)}) WHERE t.{quote(pk.column)} = v.pk"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, values)
 
 
 # --- record a model call ----------------------------------------------------------------------

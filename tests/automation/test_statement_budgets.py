@@ -130,6 +130,30 @@ def test_firing_due_slots_costs_the_same_for_ten_or_a_hundred(roster):
     assert cost[10] == cost[100] <= 8
 
 
+def test_a_batch_of_due_slots_is_written_with_one_parameter_per_column_whatever_its_size(roster):
+    """The runs (with their threads, events and prompts) and the schedules' next slots go to
+    PostgreSQL as one array per column (``unnest``): the statement's text and its number of
+    parameters do not grow with the batch (a ``VALUES`` row per run had 13,000 placeholders
+    for 200 runs, which psycopg parsed on every call)."""
+    require_postgres()
+    written = {}
+    for count in (10, 100):
+        due_schedules(roster, count)
+        sent = []
+
+        def record(execute, sql, params, many, context):
+            if sql.startswith(("WITH run AS (INSERT", "UPDATE")):
+                sent.append((sql, len(params or ())))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record):
+            assert schedules.fire_due_schedules() == count
+        written[count] = sent
+    assert [kind for kind, _ in written[10]] == [kind for kind, _ in written[100]]
+    assert written[10] == written[100]
+    assert len(written[100]) == 2 and all(n < 200 for _, n in written[100])
+
+
 def test_one_webhook_delivery_and_its_repeat(roster):
     require_postgres()
     action = ActionFactory(
