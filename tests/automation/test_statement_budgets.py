@@ -141,7 +141,7 @@ def test_a_batch_of_due_slots_is_written_with_one_parameter_per_column_whatever_
         due_schedules(roster, count)
         sent = []
 
-        def record(execute, sql, params, many, context):
+        def record(execute, sql, params, many, context, sent=sent):
             if sql.startswith(("WITH run AS (INSERT", "UPDATE")):
                 sent.append((sql, len(params or ())))
             return execute(sql, params, many, context)
