@@ -294,7 +294,9 @@ def update_rows(objs: list[models.Model], fields: list[str]) -> None:
     pk = meta.pk
     targets = [pk, *(meta.get_field(name) for name in fields)]
     arrays = [f"CAST(%s AS {field.db_type(connection)}[])" for field in targets]
-    values = [[field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objs] for field in targets]
+    values = [
+        [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objs] for field in targets
+    ]
     names = ["pk", *(f"c{n}" for n in range(len(fields)))]
     assignments = ", ".join(f"{quote(f.column)} = v.c{n}" for n, f in enumerate(targets[1:]))
     sql = (
