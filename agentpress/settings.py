@@ -265,6 +265,9 @@ CELERY_WORKER_CONCURRENCY = AUTOMATION_WORKER_CONCURRENCY
 # One reserved message per slot: a message is only taken when a thread is free to claim it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# No result backend is used: share its (disabled) object between the pool's threads instead
+# of building one in each of a thousand threads (Celery keeps one per thread otherwise).
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 # Do not retry a publish for long: the request must answer even when the broker is down.
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BROKER_CONNECTION_TIMEOUT = 2

@@ -44,3 +44,20 @@ def test_the_worker_has_its_threads_when_it_is_ready(worker_pool):
     assert "Started 60 threads for runs in flight" in proc.output()
     assert f"Garbage collection thresholds {GC_THRESHOLDS} for runs in flight" in proc.output()
     assert len(os.listdir(f"/proc/{proc.pid}/task")) > 60
+
+
+def test_the_pools_threads_share_one_result_backend_object():
+    """Celery keeps a result backend per thread unless told it is thread-safe: a worker with a
+    thousand threads built a thousand (disabled) backends, one per first task of a thread."""
+    import threading
+
+    from agentpress.celery import app
+
+    first = app.backend  # as the worker's first task makes it
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(app.backend)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(backend is first for backend in seen)
