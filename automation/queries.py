@@ -16,6 +16,7 @@ added to a model needs no change here.
 
 import functools
 import json
+import threading
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
@@ -451,11 +452,12 @@ def _claimed_from_row(row) -> AgentRun:
     return run
 
 
-def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returning=None):
+def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returning=None, tail_params=()):
     """``UPDATE agent_runs SET <fields>`` of one run whose status is in ``allowed`` (and whose
     lease is ``lease_token``, unless that is ``None``), writing ``rows`` only when it matched.
     Whether it matched; or, with ``returning`` (the columns the update returns, and the
-    statement's final ``SELECT`` over ``changed``), the row that ``SELECT`` reads, or ``None``."""
+    statement's final ``SELECT`` over ``changed``, whose own parameters are ``tail_params``),
+    the row that ``SELECT`` reads, or ``None``."""
     assignments, params = [], []
     for name, value in fields.items():
         field = AgentRun._meta.get_field(name)
@@ -473,7 +475,7 @@ def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returni
         parts.append(f"w{n} AS ({sql})")
         params += values
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} {select}", params)
+        cursor.execute(f"WITH {', '.join(parts)} {select}", [*params, *tail_params])
         row = cursor.fetchone()
     if returning is not None:
         return row
@@ -481,21 +483,62 @@ def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returni
 
 
 def finish_run(
-    *, run: AgentRun, lease_token, allowed, fields: dict, event: RunEvent, messages: Iterable[Message] = ()
+    *,
+    run: AgentRun,
+    lease_token,
+    allowed,
+    fields: dict,
+    event: RunEvent,
+    messages: Iterable[Message] = (),
+    ask_claimable: tuple | None = None,
 ) -> bool:
     """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status, and the run's
     usage totals when ``messages`` holds model-call rows) where its status is in ``allowed``
     and ``lease_token`` still holds the lease, with the run's closing event and the rows in
     ``messages`` (the agent's messages, model-call rows). One statement on PostgreSQL.
     ``False`` (nothing written) when the guard matched no row: the run was cancelled or
-    recovered meanwhile."""
+    recovered meanwhile.
+
+    With ``ask_claimable`` (``(now, budget_phrase)`` as for ``claimable_work_waits``) the
+    same statement also reads whether any run is claimable, for the worker's next question
+    (``take_claimable_answer``): the ending run asks it anyway, and this saves a round trip
+    and a statement on every run's path. The read sees what was committed when the statement
+    began; a run stored after it has a message of its own."""
     if connection.vendor != "postgresql":
         return _finish_run_sqlite(
             run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages
         )
-    return _guarded_update(
-        run_id=run.pk, allowed=allowed, lease_token=lease_token, fields=fields, rows=[event, *messages]
+    if ask_claimable is None:
+        return _guarded_update(
+            run_id=run.pk, allowed=allowed, lease_token=lease_token, fields=fields, rows=[event, *messages]
+        )
+    now, budget_phrase = ask_claimable
+    claimable, claimable_params = _claimable_sql(now=now, budget_phrase=budget_phrase)
+    row = _guarded_update(
+        run_id=run.pk,
+        allowed=allowed,
+        lease_token=lease_token,
+        fields=fields,
+        rows=[event, *messages],
+        returning=("id", f"SELECT (SELECT count(*) FROM changed), EXISTS ({claimable})"),
+        tail_params=claimable_params,
     )
+    ended = row[0] == 1
+    _answers.claimable = row[1] if ended else None
+    return ended
+
+
+#: the answer ``finish_run`` read with a run's end, for this thread's next
+#: ``claimable_work_waits`` (taken once)
+_answers = threading.local()
+
+
+def take_claimable_answer() -> bool | None:
+    """Whether work was claimable as the statement that ended this thread's last run read it
+    (``finish_run`` with ``ask_claimable``), or ``None`` when it did not ask; taken once."""
+    answer = getattr(_answers, "claimable", None)
+    _answers.claimable = None
+    return answer
 
 
 def _finish_run_sqlite(*, run, lease_token, fields, allowed, event, messages) -> bool:
@@ -515,11 +558,16 @@ def claimable_work_waits(*, now, budget_phrase: str) -> bool:
     budget (its waiting reason starts with ``budget_phrase``): one read of the partial index
     ``agent_runs_pending_due``, asked after each run ends. Written out, not compiled by the
     ORM per call: it is on every run's path."""
+    sql, params = _claimable_sql(now=now, budget_phrase=budget_phrase)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {connection.ops.quote_name(AgentRun._meta.db_table)}"
-            " WHERE status = %s AND (not_before IS NULL OR not_before <= %s)"
-            " AND NOT (waiting_reason LIKE %s ESCAPE '\\') LIMIT 1",
-            [RunStatus.PENDING, now, f"{connection.ops.prep_for_like_query(budget_phrase)}%"],
-        )
+        cursor.execute(sql, params)
         return cursor.fetchone() is not None
+
+
+def _claimable_sql(*, now, budget_phrase: str) -> tuple[str, list]:
+    return (
+        f"SELECT 1 FROM {connection.ops.quote_name(AgentRun._meta.db_table)}"
+        " WHERE status = %s AND (not_before IS NULL OR not_before <= %s)"
+        " AND NOT (waiting_reason LIKE %s ESCAPE '\\') LIMIT 1",
+        [RunStatus.PENDING, now, f"{connection.ops.prep_for_like_query(budget_phrase)}%"],
+    )

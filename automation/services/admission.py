@@ -453,10 +453,23 @@ def slot_frees_held_work(run: AgentRun) -> bool:
 def claimable_work_waits() -> bool:
     """Whether any run is due and pending outside a daily budget: only then can a claim find
     something. One read of the partial index ``agent_runs_pending_due``, instead of a claim's
-    transaction and fair-order read, when a burst's last runs end with nothing left to take."""
-    return queries.claimable_work_waits(
-        now=timezone.now(), budget_phrase=WaitingKind.PHRASES[WaitingKind.BUDGET]
-    )
+    transaction and fair-order read, when a burst's last runs end with nothing left to take.
+    When the statement that ended this thread's run read it already (``claimable_question``,
+    passed to ``queries.finish_run``), that answer is used, once, and nothing is asked."""
+    answer = queries.take_claimable_answer()
+    if answer is not None:
+        return answer
+    return queries.claimable_work_waits(**claimable_question_args())
+
+
+def claimable_question() -> tuple:
+    """``claimable_work_waits``'s question, for the statement that ends a run to read too."""
+    args = claimable_question_args()
+    return args["now"], args["budget_phrase"]
+
+
+def claimable_question_args() -> dict:
+    return {"now": timezone.now(), "budget_phrase": WaitingKind.PHRASES[WaitingKind.BUDGET]}
 
 
 def _unlimited_when_claimed(run: AgentRun) -> bool:

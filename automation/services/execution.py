@@ -60,18 +60,20 @@ def execute_runs(*, run_id, worker: str) -> str:
     shutting down.
     """
     lifecycle.note_consumed()
-    first = outcome = _claim_and_execute(run_id, worker)
+    first = outcome = _claim_and_execute(run_id, worker, chained=True)
     while (
         outcome != NOT_CLAIMED
         and admission.enabled()
         and admission.claimable_work_waits()
         and broker.waiting_messages() == 0
     ):
-        outcome = _claim_and_execute(None, worker)
+        outcome = _claim_and_execute(None, worker, chained=True)
     return first
 
 
-def _claim_and_execute(run_id, worker: str) -> str:
+def _claim_and_execute(run_id, worker: str, *, chained: bool = False) -> str:
+    """Claim and run one run; ``chained``: the caller asks next whether work is claimable
+    (``admission.claimable_work_waits``), which the run's completion then reads with it."""
     if lifecycle.shutting_down():
         return NOT_CLAIMED  # this worker is stopping: the redispatch sweep sends the run again
     heartbeat.ensure_started(worker=worker)
@@ -92,7 +94,7 @@ def _claim_and_execute(run_id, worker: str) -> str:
         ),
     ):
         logger.info("Run claimed (attempt %s)", run.attempt)
-        outcome = _invoke(run, lease, cancel, worker)
+        outcome = _invoke(run, lease, cancel, worker, ask_claimable=chained and admission.enabled())
         logger.info("Run ended: %s", outcome)
     return outcome
 
@@ -130,7 +132,7 @@ def release_connection() -> None:
         connection.close()
 
 
-def _invoke(run, lease, cancel: CancelSignal, worker: str) -> str:
+def _invoke(run, lease, cancel: CancelSignal, worker: str, *, ask_claimable: bool = False) -> str:
     recorder = usage.UsageRecorder(run)
     try:
         invocation = Invocation(
@@ -161,6 +163,7 @@ def _invoke(run, lease, cancel: CancelSignal, worker: str) -> str:
         tool_calls=result.tool_calls,
         worker=worker,
         usage=recorder.take(),
+        ask_claimable=ask_claimable,
     )
     recorder.ended(ok)
     return "completed" if ok else "discarded"

@@ -428,13 +428,14 @@ def _claim_next(run_id, worker: str, exclude, now) -> "Lease | admission.Hold | 
 
 
 def mark_completed(
-    *, run: AgentRun, lease_token, messages, tool_calls, worker: str, usage=None
+    *, run: AgentRun, lease_token, messages, tool_calls, worker: str, usage=None, ask_claimable: bool = False
 ) -> AgentRun | None:
     """``running → completed`` and the agent's messages, only while the lease is ours
     (``queries.finish_run``), with ``usage`` (``usage.Usage``: model-call rows not stored
     yet and the run's totals with them). ``run`` is the row the worker claimed; it is
     returned ended, or ``None`` when the result came too late (recorded as such; nothing of
-    ``usage`` is written then)."""
+    ``usage`` is written then). With ``ask_claimable`` the same statement reads whether any
+    run is claimable (``admission.claimable_work_waits`` answers from it once)."""
     return _finish(
         run,
         lease_token,
@@ -446,6 +447,7 @@ def mark_completed(
             for m in messages
         ],
         usage,
+        ask_claimable=ask_claimable,
     )
 
 
@@ -465,7 +467,7 @@ def mark_failed(*, run: AgentRun, lease_token, error: str, worker: str, usage=No
 
 
 def _finish(
-    run: AgentRun, lease_token, worker: str, fields: dict, detail: dict, messages, usage
+    run: AgentRun, lease_token, worker: str, fields: dict, detail: dict, messages, usage, ask_claimable=False
 ) -> AgentRun | None:
     event = RunEvent(run=run, kind=fields["status"], detail=detail)
     allowed = RUN_TRANSITIONS[fields["status"]]
@@ -473,7 +475,13 @@ def _finish(
         fields = fields | usage.totals
         messages = [*messages, *usage.rows]
     if not queries.finish_run(
-        run=run, lease_token=lease_token, allowed=allowed, fields=fields, event=event, messages=messages
+        run=run,
+        lease_token=lease_token,
+        allowed=allowed,
+        fields=fields,
+        event=event,
+        messages=messages,
+        ask_claimable=admission.claimable_question() if ask_claimable else None,
     ):
         _discard_late_result(run.pk, worker, fields["status"])
         return None

@@ -43,11 +43,16 @@ def _ending(run: AgentRun):
     return transaction.atomic() if hangs_on(run) else nullcontext()
 
 
-def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: str, usage=None) -> bool:
+def complete_run(
+    *, run: AgentRun, lease_token, messages, tool_calls, worker: str, usage=None, ask_claimable: bool = False
+) -> bool:
     """``running → completed`` with the agent's messages (and ``usage``: model-call rows not
     stored yet, ``runs.mark_completed``) while the lease is ours, then settled in the same
     transaction. ``run`` is the row the worker claimed. ``False`` when the result came too
-    late and was discarded."""
+    late and was discarded. ``ask_claimable``: the worker asks next whether any run is
+    claimable; a run that ends in one statement (nothing hangs on it) reads that with its
+    end. One that settles more reads it afterwards, once its settling is committed (a
+    deferred event it drains may start a run)."""
     return _end(
         run,
         lambda: runs.mark_completed(
@@ -57,6 +62,7 @@ def complete_run(*, run: AgentRun, lease_token, messages, tool_calls, worker: st
             tool_calls=tool_calls,
             worker=worker,
             usage=usage,
+            ask_claimable=ask_claimable and not hangs_on(run),
         ),
     )
 

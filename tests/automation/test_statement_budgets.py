@@ -69,6 +69,25 @@ def test_a_manual_run_from_create_to_completed(roster):
     assert stored.input_tokens > 0 and stored.output_tokens > 0
 
 
+def test_whether_work_waits_after_a_run_ends_is_read_by_the_statement_that_ends_it(roster):
+    """``execute_runs`` asks, after each run, whether anything is claimable: the completion
+    statement reads it, so the wake-up costs what a single execution does."""
+    require_postgres()
+
+    def manual(prompt):
+        return runs.run_create(
+            agent=roster.agent, run_as=roster.owner, source=RunSource.MANUAL, prompt=prompt
+        )
+
+    outcome, single = statements(execution.execute_run, run_id=manual("!reply one").pk, worker="budget")
+    assert outcome == "completed"
+    outcome, chained = statements(execution.execute_runs, run_id=manual("!reply two").pk, worker="budget")
+    assert outcome == "completed"
+    # (that the answer read is the database's, and a waiting run is then chained, is
+    # test_admission's test_a_run_that_ends_with_nothing_claimable_does_not_ask_the_broker)
+    assert chained == single
+
+
 def test_the_claimed_run_comes_back_as_select_related_would_load_it(roster):
     """The claim returns the run, its agent, thread and organization from its UPDATE's
     RETURNING, and its thread's history; every field reads as it does through the ORM (JSON,
