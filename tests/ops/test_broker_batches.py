@@ -6,22 +6,13 @@ Each test runs a private redis-server, so its command counters count only the te
 import contextlib
 import socket
 
-import pytest
 import redis
 from kombu import Connection, Exchange, Queue
 
 from agentpress import broker_transport as transport
 from agentpress.celery import app
-from tests.reliability.private_services import RedisServer
 
 WAITING = 50
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.close()
 
 
 def calls(server, command: str) -> int:

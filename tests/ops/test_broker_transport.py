@@ -14,7 +14,6 @@ from kombu import Connection, Exchange, Queue
 
 from agentpress import broker_transport as transport
 from agentpress.celery import app
-from tests.reliability.private_services import RedisServer
 
 RESERVED = 3
 
@@ -42,13 +41,6 @@ def reserving_connection(url: str, name: str, transport_cls=None) -> tuple[Conne
     assert len(channel.qos._delivered) == RESERVED
     channel._brpop_start()
     return connection, reserved
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.close()
 
 
 def lose(server, connection):
