@@ -36,6 +36,7 @@ off) is ``AUTOMATION_BROKER_FETCH_BATCH``.
 handling of both (TLS for ``rediss``) is otherwise unchanged.
 """
 
+import logging
 from time import time
 
 import redis
@@ -44,6 +45,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+
+logger = logging.getLogger(__name__)
 
 
 class QoS(kombu_redis.QoS):
@@ -100,7 +103,12 @@ class Channel(kombu_redis.Channel):
                 for priority in self.priority_steps:
                     if room <= 0:
                         break
-                    items = client.rpop(self._q_for_pri(queue, priority), room) or []
+                    try:
+                        items = client.rpop(self._q_for_pri(queue, priority), room) or []
+                    except redis.ResponseError as exc:  # before Redis 6.2: no count; one a reply
+                        logger.warning("Taking waiting messages in batches is off: %s", exc)
+                        self.fetch_batch = 0
+                        break
                     taken += [(queue, loads(bytes_to_str(item))) for item in items]
                     room -= len(items)
             if not taken:

@@ -4,13 +4,17 @@ Each test runs a private redis-server, so its command counters count only the te
 """
 
 import contextlib
+import logging
 import socket
+import time
 
 import redis
 from kombu import Connection, Exchange, Queue
 
 from agentpress import broker_transport as transport
 from agentpress.celery import app
+from tests.reliability.private_services import RedisServer
+from tests.support import services
 
 WAITING = 50
 
@@ -150,3 +154,27 @@ def test_the_worker_takes_its_batch_size_from_the_settings():
     options = app.conf.broker_transport_options
     with app.connection_for_write("redis://127.0.0.1:6379/0") as connection:
         assert connection.default_channel.fetch_batch == options["fetch_batch"] > 0
+
+
+class RedisWithoutCountedPop(RedisServer):
+    """A server that answers ``RPOP key count`` with an error, as Redis before 6.2 does."""
+
+    def start(self) -> None:
+        argv = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        argv += ["--rename-command", "RPOP", ""]
+        self.proc = services.Process(f"redis-old-{time.monotonic_ns()}", argv, {}, self.log_dir)
+        self.proc.wait_for("Ready to accept connections", timeout=20)
+
+
+def test_a_redis_without_counted_pops_gets_one_message_per_brpop_and_a_warning(tmp_path, caplog):
+    server = RedisWithoutCountedPop(tmp_path)
+    try:
+        connection, channel, given = consuming(server.url, "old", fetch_batch=64)
+        with caplog.at_level(logging.WARNING, logger="agentpress.broker_transport"):
+            drain(connection, given, WAITING)
+        assert [n for n, _ in given] == list(range(WAITING))
+        assert channel.fetch_batch == 0 and "batches is off" in caplog.text
+        assert calls(server, "brpop") == WAITING
+        connection.close()
+    finally:
+        server.close()
