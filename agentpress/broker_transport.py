@@ -51,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 class QoS(kombu_redis.QoS):
     def append(self, message, delivery_tag):
-        if self.channel._recorded.pop(delivery_tag, None):  # written with its batch
+        recorded = self.channel._recorded
+        if delivery_tag in recorded:  # written with its batch
+            recorded.discard(delivery_tag)
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
@@ -64,7 +66,7 @@ class Channel(kombu_redis.Channel):
     fetch_batch = 0
 
     def __init__(self, *args, **kwargs):
-        self._recorded = {}
+        self._recorded = set()
         self._acks = {}
         super().__init__(*args, **kwargs)
 
@@ -125,7 +127,7 @@ class Channel(kombu_redis.Channel):
                             tag,
                             dumps([payload, delivery["exchange"], delivery["routing_key"]]),
                         )
-                        self._recorded[tag] = True
+                        self._recorded.add(tag)
                     pipe.execute()
         for queue, payload in taken:
             self.connection._deliver(payload, queue)

@@ -16,7 +16,6 @@ added to a model needs no change here.
 
 import functools
 import json
-import threading
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
@@ -483,6 +482,24 @@ def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returni
 
 
 def finish_run(
+    *, run: AgentRun, lease_token, allowed, fields: dict, event: RunEvent, messages: Iterable[Message] = ()
+) -> bool:
+    """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status, and the run's
+    usage totals when ``messages`` holds model-call rows) where its status is in ``allowed``
+    and ``lease_token`` still holds the lease, with the run's closing event and the rows in
+    ``messages`` (the agent's messages, model-call rows). One statement on PostgreSQL.
+    ``False`` (nothing written) when the guard matched no row: the run was cancelled or
+    recovered meanwhile."""
+    if connection.vendor != "postgresql":
+        return _finish_run_sqlite(
+            run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages
+        )
+    return _guarded_update(
+        run_id=run.pk, allowed=allowed, lease_token=lease_token, fields=fields, rows=[event, *messages]
+    )
+
+
+def finish_run_and_ask(
     *,
     run: AgentRun,
     lease_token,
@@ -490,31 +507,22 @@ def finish_run(
     fields: dict,
     event: RunEvent,
     messages: Iterable[Message] = (),
-    ask_claimable: tuple | None = None,
-) -> bool:
-    """The guarded ``UPDATE`` of a run's end (``fields`` holds the new status, and the run's
-    usage totals when ``messages`` holds model-call rows) where its status is in ``allowed``
-    and ``lease_token`` still holds the lease, with the run's closing event and the rows in
-    ``messages`` (the agent's messages, model-call rows). One statement on PostgreSQL.
-    ``False`` (nothing written) when the guard matched no row: the run was cancelled or
-    recovered meanwhile.
-
-    With ``ask_claimable`` (``(now, budget_phrase)`` as for ``claimable_work_waits``) the
-    same statement also reads whether any run is claimable, for the worker's next question
-    (``take_claimable_answer``): the ending run asks it anyway, and this saves a round trip
-    and a statement on every run's path. The read sees what was committed when the statement
-    began; a run stored after it has a message of its own."""
+    now,
+    budget_phrase: str,
+) -> tuple[bool, bool | None]:
+    """``finish_run``, whose statement also reads ``claimable_work_waits`` (``now`` and
+    ``budget_phrase`` as there): whether the run ended, and, when it did, whether any run is
+    claimable (``None`` when not read: SQLite, or the run did not end). The worker asks that
+    right after a run ends; reading it with the end saves a round trip and a statement on
+    every run's path. The read sees what was committed when the statement began; a run
+    stored after that has a message of its own."""
     if connection.vendor != "postgresql":
-        return _finish_run_sqlite(
+        ended = _finish_run_sqlite(
             run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages
         )
-    if ask_claimable is None:
-        return _guarded_update(
-            run_id=run.pk, allowed=allowed, lease_token=lease_token, fields=fields, rows=[event, *messages]
-        )
-    now, budget_phrase = ask_claimable
+        return ended, None
     claimable, claimable_params = _claimable_sql(now=now, budget_phrase=budget_phrase)
-    row = _guarded_update(
+    matched, waits = _guarded_update(
         run_id=run.pk,
         allowed=allowed,
         lease_token=lease_token,
@@ -523,22 +531,8 @@ def finish_run(
         returning=("id", f"SELECT (SELECT count(*) FROM changed), EXISTS ({claimable})"),
         tail_params=claimable_params,
     )
-    ended = row[0] == 1
-    _answers.claimable = row[1] if ended else None
-    return ended
-
-
-#: the answer ``finish_run`` read with a run's end, for this thread's next
-#: ``claimable_work_waits`` (taken once)
-_answers = threading.local()
-
-
-def take_claimable_answer() -> bool | None:
-    """Whether work was claimable as the statement that ended this thread's last run read it
-    (``finish_run`` with ``ask_claimable``), or ``None`` when it did not ask; taken once."""
-    answer = getattr(_answers, "claimable", None)
-    _answers.claimable = None
-    return answer
+    ended = matched == 1
+    return ended, (waits if ended else None)
 
 
 def _finish_run_sqlite(*, run, lease_token, fields, allowed, event, messages) -> bool:

@@ -19,6 +19,7 @@
   a fixed phrase (``WaitingKind``) so the API, the console and ``/metrics`` can group by it.
 """
 
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -454,22 +455,29 @@ def claimable_work_waits() -> bool:
     """Whether any run is due and pending outside a daily budget: only then can a claim find
     something. One read of the partial index ``agent_runs_pending_due``, instead of a claim's
     transaction and fair-order read, when a burst's last runs end with nothing left to take.
-    When the statement that ended this thread's run read it already (``claimable_question``,
-    passed to ``queries.finish_run``), that answer is used, once, and nothing is asked."""
-    answer = queries.take_claimable_answer()
+    When the statement that ended this thread's run read it already
+    (``queries.finish_run_and_ask``, then ``remember_claimable``), that answer is used, once,
+    and nothing is asked."""
+    answer, _ended_answer.claimable = getattr(_ended_answer, "claimable", None), None
     if answer is not None:
         return answer
-    return queries.claimable_work_waits(**claimable_question_args())
+    return queries.claimable_work_waits(**claimable_question())
 
 
-def claimable_question() -> tuple:
-    """``claimable_work_waits``'s question, for the statement that ends a run to read too."""
-    args = claimable_question_args()
-    return args["now"], args["budget_phrase"]
-
-
-def claimable_question_args() -> dict:
+def claimable_question() -> dict:
+    """The arguments of ``queries.claimable_work_waits`` now (also read by the statement that
+    ends a run, ``queries.finish_run_and_ask``)."""
     return {"now": timezone.now(), "budget_phrase": WaitingKind.PHRASES[WaitingKind.BUDGET]}
+
+
+#: what the statement that ended this thread's run read of ``claimable_work_waits``
+_ended_answer = threading.local()
+
+
+def remember_claimable(answer: bool | None) -> None:
+    """Keep the answer the ending statement read for this thread's next question (``None``:
+    not read, ask the database)."""
+    _ended_answer.claimable = answer
 
 
 def _unlimited_when_claimed(run: AgentRun) -> bool:

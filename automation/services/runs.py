@@ -474,15 +474,15 @@ def _finish(
     if usage is not None:
         fields = fields | usage.totals
         messages = [*messages, *usage.rows]
-    if not queries.finish_run(
-        run=run,
-        lease_token=lease_token,
-        allowed=allowed,
-        fields=fields,
-        event=event,
-        messages=messages,
-        ask_claimable=admission.claimable_question() if ask_claimable else None,
-    ):
+    statement = dict(
+        run=run, lease_token=lease_token, allowed=allowed, fields=fields, event=event, messages=messages
+    )
+    if ask_claimable:
+        ended, claimable = queries.finish_run_and_ask(**statement, **admission.claimable_question())
+        admission.remember_claimable(claimable)
+    else:
+        ended = queries.finish_run(**statement)
+    if not ended:
         _discard_late_result(run.pk, worker, fields["status"])
         return None
     for name, value in fields.items():

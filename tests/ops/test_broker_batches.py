@@ -70,7 +70,7 @@ def test_after_one_brpop_the_messages_that_wait_are_delivered_in_order_and_recor
     for _, message in given:
         message.ack()
     assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
-    assert channel._recorded == {}
+    assert channel._recorded == set()
     connection.close()
 
 
@@ -128,7 +128,7 @@ def test_a_consumer_without_acknowledgements_leaves_no_records(redis_server):
     drain(connection, given, WAITING)
     assert [n for n, _ in given] == list(range(WAITING))
     client = redis.Redis.from_url(redis_server.url)
-    assert client.hlen("unacked") == 0 and channel._recorded == {}
+    assert client.hlen("unacked") == 0 and channel._recorded == set()
     connection.close()
 
 
