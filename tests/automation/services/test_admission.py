@@ -459,8 +459,15 @@ def test_a_debounced_provider_run_says_until_when_and_a_deferred_event_names_its
     assert deferred.status == "deferred" and deferred.reason == f"deferred behind run {run.pk}"
 
 
-def _count_loops(preferred) -> int:
-    """How many times the claim's read counted runs in flight (its in-flight count scans)."""
+def _walk(node: dict):
+    """A plan node and the nodes below it, depth first."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _walk(child)
+
+
+def _claim_plan(preferred) -> dict:
+    """The claim's read as PostgreSQL ran it (``EXPLAIN ANALYZE``): its top plan node."""
     import json
 
     sql, args = admission.candidate_query(
@@ -469,16 +476,14 @@ def _count_loops(preferred) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, args)
         plan = cursor.fetchone()[0]
-    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
 
-    def walk(node):
-        yield node
-        for child in node.get("Plans", []):
-            yield from walk(child)
 
+def _count_loops(preferred) -> int:
+    """How many times the claim's read counted runs in flight (its in-flight count scans)."""
     return sum(
         node.get("Actual Loops", 0)
-        for node in walk(plan[0]["Plan"])
+        for node in _walk(_claim_plan(preferred))
         if node.get("Index Name") in ("agent_runs_org_status_count", "agent_runs_running_per_agent")
         or (
             node.get("Relation Name") == "agent_runs"
@@ -538,3 +543,33 @@ def test_a_run_that_ends_with_nothing_claimable_does_not_ask_the_broker(roster, 
     assert execution.execute_runs(run_id=first.pk, worker="w") == "completed"
     assert asked == [1]  # work waited: whether a message waits decided the chain
     assert AgentRun.objects.get(pk=other.pk).status == RunStatus.COMPLETED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_reads_its_candidates_by_primary_key_after_a_drained_burst(roster):
+    """A drained burst leaves an entry per claimed run in the partial indexes of pending runs
+    until a vacuum, and the statistics of a quiet moment say that little is pending: the
+    claim must still read its few candidates by primary key, not every pending entry ever
+    written (which made each claim of a 1,000-run backlog read ~300 heap pages and ~10,000
+    index entries)."""
+    require_postgres()
+
+    seed = pending(roster.agent, 1)[0].pk
+    columns = ", ".join(f'"{f.column}"' for f in AgentRun._meta.concrete_fields if f.column != "id")
+    clone = (
+        f"INSERT INTO agent_runs (id, {columns}) SELECT gen_random_uuid(), {columns}"
+        " FROM agent_runs, generate_series(1, %s) WHERE id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(clone, [20_000, seed])  # history, all ended, analyzed at a quiet moment
+        cursor.execute("UPDATE agent_runs SET status = 'completed' WHERE id <> %s", [seed])
+        cursor.execute("VACUUM ANALYZE agent_runs")
+        cursor.execute(clone, [1_000, seed])  # then a burst, of which 200 are claimed
+    for _ in range(200):
+        runs.claim_run(run_id=None, worker="w")
+    burst = list(AgentRun.objects.filter(status=RunStatus.PENDING))
+    scans = [node for node in _walk(_claim_plan(burst[-1].pk)) if node.get("Alias") == "r"]
+    assert scans, "the candidates' scan is in the plan"
+    indexes = {node.get("Index Name") for scan in scans for node in _walk(scan)} - {None}
+    assert indexes == {"agent_runs_pkey"}, indexes
+    assert all(scan.get("Rows Removed by Filter", 0) <= 4 for scan in scans)
