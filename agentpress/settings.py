@@ -343,6 +343,9 @@ AUTOMATION_CUSTOM_MODEL_ENDPOINT_ALLOWED_HOSTS = env.list(
 AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG = env.int("AUTOMATION_MAX_CONCURRENT_RUNS_PER_ORG", default=0)
 AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT = env.int("AUTOMATION_MAX_CONCURRENT_RUNS_PER_AGENT", default=0)
 AUTOMATION_ADMISSION_ENABLED = env.bool("AUTOMATION_ADMISSION_ENABLED", default=True)
+# The large statements of a run's path are prepared once per database connection
+# (automation/queries.py: planned); off for a PgBouncer in transaction pooling mode.
+AUTOMATION_PREPARED_STATEMENTS = env.bool("AUTOMATION_PREPARED_STATEMENTS", default=True)
 # /metrics: per-organization capacity gauges for at most this many organizations.
 AUTOMATION_METRICS_MAX_ORGS = env.int("AUTOMATION_METRICS_MAX_ORGS", default=50)
 # The send_reply tool POSTs to an action's reply_url: public addresses only, unless listed here.

@@ -15,14 +15,74 @@ added to a model needs no change here.
 """
 
 import functools
+import hashlib
 import json
+import re
+import weakref
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 
 from agentpress.agents.models import Message
 from automation.models import AgentRun, ModelCall, ProviderEvent, RunEvent
 from automation.states import RUN_ACTIVE, RunStatus
+
+# --- statements planned once per connection ------------------------------------------------
+#
+# Django sends every statement as text with its values in it (client-side binding), so
+# PostgreSQL parses and plans it on every call. For the large statements of a run's path
+# (the claim's fair-order read, the claim, the completion) planning cost more than running:
+# 1.8 ms of the 2.8 ms the database spent per run, and more under load. ``planned`` turns
+# such a statement into ``EXECUTE`` of a statement the connection prepared once (SQL
+# ``PREPARE``, kept by the session until it closes, whatever its transactions do), with the
+# values passed as before; PostgreSQL then plans it at most a few times per connection.
+# ``AUTOMATION_PREPARED_STATEMENTS = False`` sends the text as before: for a PgBouncer in
+# ``pool_mode = transaction``, where a session's prepared statements do not follow it.
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+_PREPARED_ON: "weakref.WeakKeyDictionary[object, set[str]]" = weakref.WeakKeyDictionary()
+
+
+@functools.lru_cache(maxsize=512)
+def _prepared_form(sql: str) -> tuple[str, str, tuple]:
+    """(name, the ``PREPARE`` body with ``$n`` parameters, the parameters in ``$n`` order:
+    names for a statement with ``%(name)s`` placeholders, else their positions)."""
+    order: list = []
+
+    def number(match: re.Match) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        key = match.group(1) if match.group(1) is not None else len(order)
+        if key not in order:
+            order.append(key)
+        return f"${order.index(key) + 1}"
+
+    body = _PLACEHOLDER.sub(number, sql)
+    return "ap_" + hashlib.blake2b(body.encode(), digest_size=8).hexdigest(), body, tuple(order)
+
+
+def planned(sql: str, params, *, name: str):
+    """``(sql, params)`` to run in place of ``sql`` with ``params`` (a list for ``%s``
+    placeholders, a dict for ``%(name)s``): on PostgreSQL, ``EXECUTE`` of the statement this
+    connection prepared (preparing it first when it has not), commented with ``name``;
+    elsewhere, or with prepared statements off, ``sql`` and ``params`` unchanged. The
+    ``PREPARE`` is the connection's own set-up, like its time zone: it goes once per
+    connection and statement, outside the statements a caller counts."""
+    if connection.vendor != "postgresql" or not settings.AUTOMATION_PREPARED_STATEMENTS:
+        return sql, params
+    key, body, order = _prepared_form(sql)
+    connection.ensure_connection()
+    raw = connection.connection
+    done = _PREPARED_ON.setdefault(raw, set())
+    if key not in done:
+        raw.execute(f"PREPARE {key} AS {body}")
+        done.add(key)
+    if isinstance(params, dict):
+        values = ", ".join(f"%({k})s" for k in order)
+    else:
+        values = ", ".join(["%s"] * len(order))
+    return (f"EXECUTE {key}({values}) /* {name} */" if order else f"EXECUTE {key} /* {name} */"), params
 
 
 @functools.cache
@@ -362,6 +422,7 @@ def start_run(*, run_id, allowed, fields: dict, event: RunEvent) -> tuple[AgentR
         fields=fields,
         rows=[event],
         returning=_claim_returning(),
+        name="queries.start_run",
     )
     if row is None:
         return None
@@ -451,15 +512,17 @@ def _claimed_from_row(row) -> AgentRun:
     return run
 
 
-def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returning=None, tail_params=()):
+def _guarded_update(
+    *, run_id, allowed, lease_token, fields: dict, rows, returning=None, tail_params=(), name: str
+):
     """``UPDATE agent_runs SET <fields>`` of one run whose status is in ``allowed`` (and whose
     lease is ``lease_token``, unless that is ``None``), writing ``rows`` only when it matched.
     Whether it matched; or, with ``returning`` (the columns the update returns, and the
     statement's final ``SELECT`` over ``changed``, whose own parameters are ``tail_params``),
-    the row that ``SELECT`` reads, or ``None``."""
+    the row that ``SELECT`` reads, or ``None``. ``name`` names the statement (``planned``)."""
     assignments, params = [], []
-    for name, value in fields.items():
-        field = AgentRun._meta.get_field(name)
+    for attribute, value in fields.items():
+        field = AgentRun._meta.get_field(attribute)
         assignments.append(f"{connection.ops.quote_name(field.column)} = %s")
         params.append(field.get_db_prep_save(value, connection))
     guard = "id = %s AND status = ANY(%s)"
@@ -474,7 +537,7 @@ def _guarded_update(*, run_id, allowed, lease_token, fields: dict, rows, returni
         parts.append(f"w{n} AS ({sql})")
         params += values
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} {select}", [*params, *tail_params])
+        cursor.execute(*planned(f"WITH {', '.join(parts)} {select}", [*params, *tail_params], name=name))
         row = cursor.fetchone()
     if returning is not None:
         return row
@@ -495,7 +558,12 @@ def finish_run(
             run=run, lease_token=lease_token, fields=fields, allowed=allowed, event=event, messages=messages
         )
     return _guarded_update(
-        run_id=run.pk, allowed=allowed, lease_token=lease_token, fields=fields, rows=[event, *messages]
+        run_id=run.pk,
+        allowed=allowed,
+        lease_token=lease_token,
+        fields=fields,
+        rows=[event, *messages],
+        name="queries.finish_run",
     )
 
 
@@ -530,6 +598,7 @@ def finish_run_and_ask(
         rows=[event, *messages],
         returning=("id", f"SELECT (SELECT count(*) FROM changed), EXISTS ({claimable})"),
         tail_params=claimable_params,
+        name="queries.finish_run_and_ask",
     )
     ended = matched == 1
     return ended, (waits if ended else None)
@@ -554,7 +623,7 @@ def claimable_work_waits(*, now, budget_phrase: str) -> bool:
     ORM per call: it is on every run's path."""
     sql, params = _claimable_sql(now=now, budget_phrase=budget_phrase)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(*planned(sql, params, name="queries.claimable_work_waits"))
         return cursor.fetchone() is not None
 
 

@@ -334,7 +334,7 @@ def lock_candidate(*, preferred, now: datetime, exclude: Exclusions) -> Candidat
     query = candidate_query(preferred=preferred, now=now, exclude=exclude)
     if query is None:
         return None
-    sql, args = query
+    sql, args = queries.planned(*query, name="admission.claim_candidate")
     locked_first = preferred is not None and _postgres()
     with connection.cursor() as cursor:  # Django's client-side binding cursor sends them all at once
         cursor.execute(LOCK_PREFERRED_PG + sql if locked_first else sql, args)
