@@ -20,6 +20,7 @@ def one_connection(monkeypatch):
     keeps this thread's connection, so that what it prepared can be read from it."""
     monkeypatch.setattr(execution, "release_connection", lambda: None)
 
+
 HOT = ("admission.claim_candidate", "queries.start_run", "queries.finish_run_and_ask")
 
 
