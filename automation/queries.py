@@ -629,8 +629,10 @@ def claimable_work_waits(*, now, budget_phrase: str) -> bool:
 
 def _claimable_sql(*, now, budget_phrase: str) -> tuple[str, list]:
     return (
+        # the status is written in, not passed: a prepared statement's plan for any status
+        # could not use the partial index of pending runs
         f"SELECT 1 FROM {connection.ops.quote_name(AgentRun._meta.db_table)}"
-        " WHERE status = %s AND (not_before IS NULL OR not_before <= %s)"
+        f" WHERE status = '{RunStatus.PENDING}' AND (not_before IS NULL OR not_before <= %s)"
         " AND NOT (waiting_reason LIKE %s ESCAPE '\\') LIMIT 1",
-        [RunStatus.PENDING, now, f"{connection.ops.prep_for_like_query(budget_phrase)}%"],
+        [now, f"{connection.ops.prep_for_like_query(budget_phrase)}%"],
     )
