@@ -50,6 +50,46 @@ def our_engine(pool: str, concurrency: int) -> float:
     return RUNS / (span["last"] - span["first"]).total_seconds()
 
 
+def without_celery(threads: int) -> float:
+    """The same claims and completions with no broker and no worker process: ``threads``
+    threads of this process call ``execute_run`` on a backlog of runs, timed as ``our_engine``
+    is. What it does not cost is the Celery worker's share (its consumer, messages, acks)."""
+    from django.db import connections
+
+    from automation.models import AgentRun
+    from automation.services import execution
+    from automation.services.runs import run_create
+    from automation.states import RunSource
+
+    AgentRun.objects.all().delete()
+    _, owner, _, agent = common.fixture_org()
+    backlog = [
+        str(run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt=f"!reply {n}").pk)
+        for n in range(RUNS)
+    ]
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("celery")  # their messages: no one reads them
+    lock = threading.Lock()
+
+    def drain() -> None:
+        try:
+            while True:
+                with lock:
+                    if not backlog:
+                        return
+                    run_id = backlog.pop(0)
+                execution.execute_run(run_id=run_id, worker="bench-in-process")
+        finally:
+            connections.close_all()
+
+    workers = [threading.Thread(target=drain) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    span = AgentRun.objects.aggregate(first=Min("started_at"), last=Max("completed_at"))
+    return RUNS / (span["last"] - span["first"]).total_seconds()
+
+
 def statements_per_run() -> tuple[int, int]:
     """Round trips of one manual run from create to completed, in this process: (all, claim)."""
     from django.db import connection
@@ -145,6 +185,7 @@ def run(dsn: str) -> list[dict]:
     statements, claim = statements_per_run()
     prefork = our_engine("prefork", 2)
     threads = our_engine("threads", THREADS)
+    alone = without_celery(THREADS)
     celery_rate = bare_celery()
     raw = raw_skip_locked(dsn)
     return [
@@ -167,6 +208,16 @@ def run(dsn: str) -> list[dict]:
             "ratio": round(threads / celery_rate, 3),
             "goal": "ratio >= 0.4",
             "met": threads / celery_rate >= 0.4,
+        },
+        {
+            "benchmark": "1 throughput",
+            "figure": f"runs/s claimed and completed by {THREADS} threads of one process, no Celery",
+            "value": round(alone, 1),
+            "baseline": "bare Celery no-op tasks/s (prefork × 2)",
+            "baseline_value": round(celery_rate, 1),
+            "ratio": round(alone / celery_rate, 3),
+            "goal": "",
+            "met": None,
         },
         {
             "benchmark": "1 throughput",
