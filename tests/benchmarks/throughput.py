@@ -9,6 +9,7 @@ the worker had drained during its readiness wait away for free: bare Celery read
 1,180–10,372 tasks/s on one machine.)
 """
 
+import collections
 import multiprocessing
 import threading
 import time
@@ -20,6 +21,7 @@ from django.db.models import Max, Min
 
 from tests.benchmarks import common
 from tests.support import services
+from tests.support.concurrency import run_concurrently
 
 RUNS = 1000
 THREADS = 16  # the threads pool: runs in flight in one process (the Procfile's model)
@@ -27,15 +29,33 @@ NOOPS = 3000
 RAW_JOBS = 5000
 
 
-def our_engine(pool: str, concurrency: int) -> float:
+def drained_rate() -> float:
+    """Runs per second from the first run's start to the last one's completion."""
+    from automation.models import AgentRun
+
+    span = AgentRun.objects.aggregate(first=Min("started_at"), last=Max("completed_at"))
+    return RUNS / (span["last"] - span["first"]).total_seconds()
+
+
+def backlog() -> list[str]:
+    """``RUNS`` new manual runs (no others left), each sending ``execute_run`` on commit."""
     from automation.models import AgentRun
     from automation.services.runs import run_create
-    from automation.states import RunSource, RunStatus
+    from automation.states import RunSource
 
     AgentRun.objects.all().delete()
     _, owner, _, agent = common.fixture_org()
-    for n in range(RUNS):  # each create sends execute_run on commit; no worker is up yet
-        run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt=f"!reply {n}")
+    return [
+        str(run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt=f"!reply {n}").pk)
+        for n in range(RUNS)
+    ]
+
+
+def our_engine(pool: str, concurrency: int) -> float:
+    from automation.models import AgentRun
+    from automation.states import RunStatus
+
+    backlog()  # no worker is up yet
     proc = common.worker(f"bench-engine-{pool}", concurrency=concurrency, pool=pool)
     try:
         services.wait_until(
@@ -46,48 +66,28 @@ def our_engine(pool: str, concurrency: int) -> float:
         )
     finally:
         proc.stop()
-    span = AgentRun.objects.aggregate(first=Min("started_at"), last=Max("completed_at"))
-    return RUNS / (span["last"] - span["first"]).total_seconds()
+    return drained_rate()
 
 
 def without_celery(threads: int) -> float:
     """The same claims and completions with no broker and no worker process: ``threads``
     threads of this process call ``execute_run`` on a backlog of runs, timed as ``our_engine``
     is. What it does not cost is the Celery worker's share (its consumer, messages, acks)."""
-    from django.db import connections
-
-    from automation.models import AgentRun
     from automation.services import execution
-    from automation.services.runs import run_create
-    from automation.states import RunSource
 
-    AgentRun.objects.all().delete()
-    _, owner, _, agent = common.fixture_org()
-    backlog = [
-        str(run_create(agent=agent, run_as=owner, source=RunSource.MANUAL, prompt=f"!reply {n}").pk)
-        for n in range(RUNS)
-    ]
+    waiting = collections.deque(backlog())
     redis.Redis.from_url(settings.CELERY_BROKER_URL).delete("celery")  # their messages: no one reads them
-    lock = threading.Lock()
 
     def drain() -> None:
-        try:
-            while True:
-                with lock:
-                    if not backlog:
-                        return
-                    run_id = backlog.pop(0)
-                execution.execute_run(run_id=run_id, worker="bench-in-process")
-        finally:
-            connections.close_all()
+        while waiting:
+            try:
+                run_id = waiting.popleft()  # atomic: each run goes to one thread
+            except IndexError:
+                return
+            execution.execute_run(run_id=run_id, worker="bench-in-process")
 
-    workers = [threading.Thread(target=drain) for _ in range(threads)]
-    for thread in workers:
-        thread.start()
-    for thread in workers:
-        thread.join()
-    span = AgentRun.objects.aggregate(first=Min("started_at"), last=Max("completed_at"))
-    return RUNS / (span["last"] - span["first"]).total_seconds()
+    run_concurrently(drain, copies=threads)
+    return drained_rate()
 
 
 def statements_per_run() -> tuple[int, int]:
